@@ -1,0 +1,1 @@
+"""Airbourne: a flight-booking platform."""

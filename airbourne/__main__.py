@@ -1,0 +1,5 @@
+import sys
+
+from airbourne.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""Database handles and versioned migrations.
+
+Services use `databases.Database` with SQLAlchemy Core tables. Two things here make up for
+gaps in `databases` 0.9:
+
+- Its SQLite backend opens a new aiosqlite connection (and so a new thread) for every
+  acquire. `_PooledSQLite` keeps a few open instead, with the busy timeout and foreign keys
+  set once per connection; the file runs in WAL mode so readers never wait for a writer.
+- Its `execute()` returns `lastrowid` when that is non-zero and `rowcount` otherwise, which
+  inside a transaction is ambiguous. `rowcount()` runs a statement on the driver connection
+  and returns the number of rows changed, which conditional updates (seat reservations,
+  status changes) depend on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import aiosqlite
+import pymysql
+import sqlalchemy as sa
+from databases import Database
+from databases.backends.sqlite import SQLitePool
+from databases.core import Connection, DatabaseURL
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+logger = logging.getLogger("airbourne.db")
+
+
+def timestamp_column(name: str, **kwargs: Any) -> sa.Column:
+    """A UTC date-time column with millisecond precision on MySQL (DATETIME(3))."""
+    kind = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql")
+    return sa.Column(name, kind, **kwargs)
+
+
+def record_columns() -> list[sa.Column]:
+    """`id`, `createdAt`, `updatedAt`: the columns every record carries."""
+    return [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        timestamp_column("createdAt", nullable=False),
+        timestamp_column("updatedAt", nullable=False),
+    ]
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive, truncated to milliseconds (what DATETIME(3) keeps)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def iso(value: datetime) -> str:
+    """ISO 8601 in UTC as the old platform wrote it: `2025-10-10T10:00:00.000Z`."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A database row as a JSON-ready dict: date-times become ISO strings."""
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+
+
+# --- handles ---------------------------------------------------------------------------
+
+
+class _PooledSQLite(SQLitePool):
+    """Keeps up to `size` aiosqlite connections open instead of one per acquire."""
+
+    def __init__(self, url: DatabaseURL, size: int, busy_timeout: float) -> None:
+        super().__init__(url)
+        self._idle: list[aiosqlite.Connection] = []
+        self._size = size
+        self._busy_timeout = busy_timeout
+
+    async def acquire(self) -> aiosqlite.Connection:
+        if self._idle:
+            return self._idle.pop()
+        connection = aiosqlite.connect(
+            self._database, isolation_level=None, timeout=self._busy_timeout
+        )
+        await connection.__aenter__()
+        await connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    async def release(self, connection: aiosqlite.Connection) -> None:
+        if len(self._idle) < self._size and connection.in_transaction is False:
+            self._idle.append(connection)
+        else:
+            await connection.close()
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+
+def is_sqlite(database: Database) -> bool:
+    return database.url.dialect == "sqlite"
+
+
+IntegrityErrors = (sqlite3.IntegrityError, pymysql.err.IntegrityError)
+"""What either driver raises for a broken constraint (a duplicate unique key, a missing
+foreign key): `except db.IntegrityErrors` turns it into a 409 or 404 at the source."""
+
+
+async def connect(url: str, pool_size: int = 10, busy_timeout: float = 10.0) -> Database:
+    """Open a pool on `url`, creating the SQLite folder or the MySQL database if missing."""
+    parsed = DatabaseURL(url)
+    if parsed.dialect == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = Database(url)
+        database._backend._pool = _PooledSQLite(parsed, pool_size, busy_timeout)
+        await database.connect()
+        async with database.connection() as conn:
+            await conn.execute("PRAGMA journal_mode = WAL")
+        return database
+    if parsed.dialect == "mysql":
+        options = {"min_size": 1, "max_size": pool_size, "charset": "utf8mb4", "pool_recycle": 3600}
+        await _create_mysql_database(parsed)
+        database = Database(url, **options)
+        await database.connect()
+        return database
+    raise ValueError(f"unsupported database URL {parsed.scheme}:// (use sqlite:// or mysql://)")
+
+
+async def disconnect(database: Database) -> None:
+    await database.disconnect()
+    pool = getattr(database._backend, "_pool", None)
+    if isinstance(pool, _PooledSQLite):
+        await pool.close()
+
+
+async def _create_mysql_database(url: DatabaseURL) -> None:
+    import aiomysql
+
+    name = url.database
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        raise ValueError(f"MySQL database name {name!r} must be letters, digits and _")
+    conn = await aiomysql.connect(
+        host=url.hostname, port=url.port or 3306, user=url.username or "root",
+        password=url.password or "", autocommit=True,
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+
+
+# --- raw statements ----------------------------------------------------------------------
+
+_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _pyformat(sql: str) -> str:
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+async def rowcount(conn: Connection, sql: str, values: Mapping[str, Any]) -> int:
+    """Run one statement (`:name` parameters) and return the number of rows it changed."""
+    raw = conn.raw_connection
+    if isinstance(raw, aiosqlite.Connection):
+        async with raw.execute(sql, values) as cursor:
+            return cursor.rowcount
+    async with raw.cursor() as cursor:
+        await cursor.execute(_pyformat(sql), values)
+        return cursor.rowcount
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+Apply = Callable[[Connection, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Apply
+    """Called with a connection and the dialect name ("sqlite" or "mysql")."""
+
+
+def create_tables(*tables: sa.Table) -> Apply:
+    """A migration step that creates `tables` and their indexes as they are defined now.
+
+    Use it for the migration that introduces a table. A later change to a table is a new
+    migration with its own ALTER statements, so an old database upgrades the same way a
+    new one was built.
+    """
+
+    async def apply(conn: Connection, dialect_name: str) -> None:
+        dialect = _DIALECTS[dialect_name]
+        for table in tables:
+            await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+            for index in table.indexes:
+                ddl = CreateIndex(index, if_not_exists=True).compile(dialect=dialect)
+                await conn.execute(str(ddl))
+
+    return apply
+
+
+_DIALECTS = {"sqlite": sqlite.dialect(), "mysql": mysql.dialect()}
+
+_migrations = sa.Table(
+    "airbourne_migrations",
+    sa.MetaData(),
+    sa.Column("service", sa.String(32), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(255), nullable=False),
+    timestamp_column("appliedAt", nullable=False),
+)
+
+
+async def migrate(database: Database, service: str, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the migrations of `service` not yet applied; returns the versions applied.
+
+    Never drops or empties anything. Several processes starting at once are serialised by a
+    lock (a MySQL named lock; on SQLite the write transaction itself).
+    """
+    dialect_name = database.url.dialect
+    applied_now: list[int] = []
+    async with database.connection() as conn:
+        await create_tables(_migrations)(conn, dialect_name)
+        if dialect_name == "mysql":
+            await conn.fetch_val("SELECT GET_LOCK('airbourne_migrate', 60)")
+        try:
+            done = {
+                row[0]
+                for row in await conn.fetch_all(
+                    sa.select(_migrations.c.version).where(_migrations.c.service == service)
+                )
+            }
+            for migration in sorted(migrations, key=lambda m: m.version):
+                if migration.version in done:
+                    continue
+                logger.info("%s: migration %d, %s", service, migration.version, migration.description)
+                await migration.apply(conn, dialect_name)
+                await conn.execute(
+                    _migrations.insert().values(
+                        service=service, version=migration.version,
+                        description=migration.description, appliedAt=utcnow(),
+                    )
+                )
+                applied_now.append(migration.version)
+        finally:
+            if dialect_name == "mysql":
+                await conn.fetch_val("SELECT RELEASE_LOCK('airbourne_migrate')")
+    return applied_now
+

@@ -1,0 +1,109 @@
+"""Field checks for request bodies and query strings.
+
+Each function takes the mapping and the field name, returns the clean value or raises a 400
+`ApiError` that names the field. `MISSING` marks an optional field that was not sent, so a
+PATCH can tell "absent" from "set to null".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from starlette.requests import Request
+
+from airbourne.http import bad_request
+
+MAX_INT = 2**31 - 1
+MISSING: Any = object()
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _get(data: Mapping[str, Any], name: str, required: bool, default: Any) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise bad_request(name, "is required")
+        return default
+    return data[name]
+
+
+def integer(
+    data: Mapping[str, Any],
+    name: str,
+    *,
+    minimum: int = 1,
+    maximum: int = MAX_INT,
+    required: bool = True,
+    default: Any = MISSING,
+) -> Any:
+    """An integer within [minimum, maximum]; digit strings are accepted (query strings)."""
+    value = _get(data, name, required, default)
+    if value is default and not required:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(name, "must be an integer")
+    if not minimum <= value <= maximum:
+        raise bad_request(name, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def string(
+    data: Mapping[str, Any],
+    name: str,
+    *,
+    max_length: int = 255,
+    min_length: int = 1,
+    required: bool = True,
+    default: Any = MISSING,
+) -> Any:
+    value = _get(data, name, required, default)
+    if value is default and not required:
+        return value
+    if not isinstance(value, str):
+        raise bad_request(name, "must be a string")
+    if "\x00" in value:
+        raise bad_request(name, "must not contain NUL characters")
+    if len(value.strip()) < min_length:
+        raise bad_request(name, "must not be empty" if min_length == 1 else
+                          f"must be at least {min_length} characters")
+    if len(value) > max_length:
+        raise bad_request(name, f"must be at most {max_length} characters")
+    return value
+
+
+def email(data: Mapping[str, Any], name: str = "email") -> str:
+    value = string(data, name, max_length=254).strip().lower()
+    if not _EMAIL.match(value):
+        raise bad_request(name, "must be a valid email address")
+    return value
+
+
+def timestamp(
+    data: Mapping[str, Any], name: str, *, required: bool = True, default: Any = MISSING
+) -> Any:
+    """An ISO 8601 time, with or without zone (naive means UTC), as a naive UTC datetime."""
+    value = _get(data, name, required, default)
+    if value is default and not required:
+        return value
+    if not isinstance(value, str):
+        raise bad_request(name, "must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise bad_request(name, "must be an ISO 8601 date-time string") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    if not 1970 <= parsed.year <= 9999:
+        raise bad_request(name, "must be a date between the years 1970 and 9999")
+    return parsed
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """The integer id in the URL path; `/city/abc` is a 400, not a 404."""
+    return integer(request.path_params, name)
