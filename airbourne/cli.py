@@ -125,6 +125,9 @@ def _setup_logging(config: Config) -> None:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"server.log_level must be debug, info, warning or error, got {level.lower()!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # aiormq logs an ERROR of its own for every failed connection attempt; the broker already
+    # logs each attempt and its reason as a WARNING, so one line per attempt is enough.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,374 @@
+"""The two brokers behave alike: each shared test runs on the memory broker and on RabbitMQ.
+
+Every test uses its own exchange and queues (unique names), deleted from RabbitMQ afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections import Counter
+from typing import AsyncIterator, Callable
+
+import aio_pika
+import anyio
+import pytest
+from yarl import URL
+
+from airbourne import broker as broker_module
+from airbourne.broker import Broker, BrokerUnavailable, Message, Reject
+from airbourne.broker.delivery import Pauses
+from airbourne.broker.memory import MemoryBroker
+from airbourne.broker.rabbitmq import RabbitBroker
+from support import free_port
+
+pytestmark = pytest.mark.anyio
+
+KEY = "REMINDER"
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+class Recorder:
+    """A handler that keeps every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def bodies(self) -> list[bytes]:
+        return [message.body for message in self.messages]
+
+
+class Backend:
+    """Brokers on names unique to one test, and a look at what the interface does not show."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.exchange = f"test-{uuid.uuid4().hex[:12]}"
+        self.queues: list[str] = []
+        self.brokers: list[Broker] = []
+
+    def queue(self) -> str:
+        self.queues.append(f"{self.exchange}-q{len(self.queues)}")
+        return self.queues[-1]
+
+    def create(self, url: str | None = None) -> Broker:
+        settings = {
+            "url": url or self.url,
+            "exchange": self.exchange,
+            "prefetch": 64,
+            "reconnect_max_seconds": 0.2,
+        }
+        self.brokers.append(broker_module.create(settings))
+        return self.brokers[-1]
+
+    async def started(self) -> Broker:
+        broker = self.create()
+        await broker.start()
+        await until(lambda: broker.connected)
+        return broker
+
+    async def dead_letters(self, broker: Broker, queue: str) -> list[Message]:
+        raise NotImplementedError
+
+    async def left_after_close(self, broker: Broker, queue: str) -> int:
+        """Messages still in `queue` once `broker` is closed (unacknowledged ones go back)."""
+        raise NotImplementedError
+
+    async def cleanup(self) -> None:
+        for broker in self.brokers:
+            await broker.close()
+
+
+class MemoryBackend(Backend):
+    async def dead_letters(self, broker: MemoryBroker, queue: str) -> list[Message]:
+        return broker.dead_letters(queue)
+
+    async def left_after_close(self, broker: MemoryBroker, queue: str) -> int:
+        await broker.close()
+        return broker.pending(queue)
+
+
+class RabbitBackend(Backend):
+    async def dead_letters(self, broker: RabbitBroker, queue: str) -> list[Message]:
+        async with await aio_pika.connect(self.url) as connection:
+            dead = await (await connection.channel()).get_queue(f"{queue}.dead")
+            messages = []
+            while (incoming := await dead.get(no_ack=True, fail=False)) is not None:
+                messages.append(Message(incoming.body, incoming.routing_key, incoming.message_id))
+            return messages
+
+    async def left_after_close(self, broker: RabbitBroker, queue: str) -> int:
+        await broker.close()
+        async with await aio_pika.connect(self.url) as connection:
+            declared = await (await connection.channel()).get_queue(queue)
+            return declared.declaration_result.message_count
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        async with await aio_pika.connect(self.url) as connection:
+            channel = await connection.channel()
+            for queue in self.queues:
+                await channel.queue_delete(queue)
+                await channel.queue_delete(f"{queue}.dead")
+            await channel.exchange_delete(self.exchange)
+            await channel.exchange_delete(f"{self.exchange}.dlx")
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.amqp)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        backend: Backend = MemoryBackend("memory://")
+    else:
+        backend = RabbitBackend(request.getfixturevalue("amqp_url"))
+    yield backend
+    await backend.cleanup()
+
+
+async def test_publish_then_consume(backend: Backend) -> None:
+    broker, queue, received = await backend.started(), backend.queue(), Recorder()
+    await broker.subscribe(queue, KEY, received)
+
+    await broker.publish(KEY, b'{"bookingId": 1}', message_id="booking-1")
+    await broker.publish(KEY, b'{"bookingId": 2}')
+
+    await until(lambda: len(received.messages) == 2)
+    first, second = sorted(received.messages, key=lambda message: message.body)
+    assert (first.body, first.message_id, first.routing_key) == (
+        b'{"bookingId": 1}', "booking-1", KEY
+    )
+    assert not first.redelivered
+    assert len(second.message_id) == 32  # a uuid4 in hex, made up by publish
+
+
+async def test_message_waits_in_a_declared_queue_for_a_later_consumer(backend: Backend) -> None:
+    broker, queue, received = await backend.started(), backend.queue(), Recorder()
+    await broker.declare(queue, KEY)
+
+    await broker.publish(KEY, b'"early"', message_id="early")
+    await broker.subscribe(queue, KEY, received)
+
+    await until(lambda: len(received.messages) == 1)
+    assert received.messages[0].message_id == "early"
+
+
+async def test_a_failed_message_is_delivered_again_then_acknowledged(backend: Backend) -> None:
+    broker, queue = await backend.started(), backend.queue()
+    deliveries: list[Message] = []
+
+    async def fails_once(message: Message) -> None:
+        deliveries.append(message)
+        if len(deliveries) == 1:
+            raise RuntimeError("database is down")
+
+    await broker.subscribe(queue, KEY, fails_once)
+    await broker.publish(KEY, b'"retry me"', message_id="retry-1")
+
+    await until(lambda: len(deliveries) == 2)
+    assert [message.message_id for message in deliveries] == ["retry-1", "retry-1"]
+    assert deliveries[1].body == b'"retry me"' and deliveries[1].redelivered
+    assert await backend.left_after_close(broker, queue) == 0
+    assert len(deliveries) == 2
+
+
+async def test_reject_dead_letters_and_the_consumer_goes_on(backend: Backend) -> None:
+    broker, queue, received = await backend.started(), backend.queue(), Recorder()
+
+    async def refuses_poison(message: Message) -> None:
+        if message.body == b'"poison"':
+            raise Reject("cannot ever be processed")
+        await received(message)
+
+    await broker.subscribe(queue, KEY, refuses_poison)
+    await broker.publish(KEY, b'"poison"', message_id="poison-1")
+    await broker.publish(KEY, b'"good"', message_id="good-1")
+
+    await until(lambda: received.bodies() == [b'"good"'])
+    dead: list[Message] = []
+    with anyio.fail_after(10):
+        while not dead:
+            await anyio.sleep(0.01)
+            dead = await backend.dead_letters(broker, queue)
+    assert [(message.body, message.message_id) for message in dead] == [(b'"poison"', "poison-1")]
+    assert await backend.left_after_close(broker, queue) == 0
+
+
+async def test_unroutable_publish_is_an_error(backend: Backend) -> None:
+    broker = await backend.started()
+    with pytest.raises(BrokerUnavailable, match="unroutable"):
+        await broker.publish(f"nobody-{uuid.uuid4().hex}", b"{}")
+
+    queue, received = backend.queue(), Recorder()  # the broker still works afterwards
+    await broker.subscribe(queue, KEY, received)
+    await broker.publish(KEY, b'"after"')
+    await until(lambda: received.bodies() == [b'"after"'])
+
+
+async def test_publish_without_a_connection_is_an_error(backend: Backend) -> None:
+    never_started = backend.create()
+    with pytest.raises(BrokerUnavailable):
+        await never_started.publish(KEY, b"{}")
+
+    broker = await backend.started()
+    await broker.declare(backend.queue(), KEY)
+    await broker.publish(KEY, b"{}")
+    await broker.close()
+    assert not broker.connected
+    with pytest.raises(BrokerUnavailable):
+        await broker.publish(KEY, b"{}")
+
+
+async def test_concurrent_publishes_are_each_consumed_once(backend: Backend) -> None:
+    broker, queue, received = await backend.started(), backend.queue(), Recorder()
+    await broker.subscribe(queue, KEY, received)
+    ids = [f"m-{n}" for n in range(500)]
+
+    await asyncio.gather(
+        *(broker.publish(KEY, json.dumps(n).encode(), message_id=ids[n]) for n in range(500))
+    )
+
+    await until(lambda: len(received.messages) >= 500)
+    counts = Counter(message.message_id for message in received.messages)
+    assert set(counts) == set(ids)
+    assert set(counts.values()) == {1}
+
+
+def test_pauses_grow_for_the_same_message_and_are_capped() -> None:
+    pauses = Pauses(first=1.0, cap=5.0)
+    assert [pauses.after_failure("a") for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert pauses.after_failure("b") == 1.0
+    pauses.forget("a")
+    assert pauses.after_failure("a") == 1.0
+
+
+async def test_memory_outage_refuses_publishes_and_holds_deliveries() -> None:
+    broker, received = MemoryBroker(exchange="airbourne"), Recorder()
+    await broker.start()
+    await broker.subscribe("notifications", KEY, received)
+
+    broker.set_available(False)
+    assert not broker.connected
+    with pytest.raises(BrokerUnavailable):
+        await broker.publish(KEY, b"{}")
+
+    broker.set_available(True)
+    await broker.publish(KEY, b'"back"')
+    await until(lambda: received.bodies() == [b'"back"'])
+    await broker.close()
+
+
+async def test_rabbitmq_unreachable_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="airbourne.broker")
+    broker = RabbitBroker(
+        f"amqp://guest:secret@127.0.0.1:{free_port()}/", exchange="airbourne",
+        reconnect_max_seconds=0.05,
+    )
+    with anyio.fail_after(2):
+        await broker.start()
+        await broker.subscribe("notifications", KEY, Recorder())  # kept for when it connects
+        await until(lambda: caplog.text.count("cannot connect") >= 3)
+
+    assert not broker.connected
+    assert "secret" not in caplog.text
+    with pytest.raises(BrokerUnavailable, match="not connected"):
+        await broker.publish(KEY, b"{}")
+    with anyio.fail_after(2):
+        await broker.close()
+
+
+@pytest.mark.amqp
+async def test_rabbitmq_messages_are_persistent_json(amqp_url: str) -> None:
+    backend = RabbitBackend(amqp_url)
+    try:
+        broker, queue = await backend.started(), backend.queue()
+        await broker.declare(queue, KEY)
+        await broker.publish(KEY, b"{}", message_id="stored-1")
+        async with await aio_pika.connect(amqp_url) as connection:
+            declared = await (await connection.channel()).get_queue(queue)
+            incoming = await declared.get(no_ack=True)
+        assert incoming.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert (incoming.content_type, incoming.message_id) == ("application/json", "stored-1")
+    finally:
+        await backend.cleanup()
+
+
+class Relay:
+    """A TCP relay in front of RabbitMQ that the test can cut, to drop the connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._relays: set[asyncio.Task] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._relays.add(asyncio.current_task())
+        self._writers.add(writer)
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers.add(upstream_writer)
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@pytest.mark.amqp
+async def test_rabbitmq_connects_late_and_reconnects_with_its_consumers(amqp_url: str) -> None:
+    backend, rabbitmq = RabbitBackend(amqp_url), URL(amqp_url)
+    relay = Relay(rabbitmq.host, rabbitmq.port)
+    try:
+        broker = backend.create(str(rabbitmq.with_host("127.0.0.1").with_port(relay.port)))
+        queue, received = backend.queue(), Recorder()
+        await broker.start()
+        await broker.subscribe(queue, KEY, received)
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish(KEY, b'"too early"')
+
+        await relay.open()  # RabbitMQ comes up late
+        await until(lambda: broker.connected)
+        await broker.publish(KEY, b'"first"')
+        await until(lambda: received.bodies() == [b'"first"'])
+
+        await relay.cut()  # and goes away
+        await until(lambda: not broker.connected)
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish(KEY, b'"while down"')
+
+        await relay.open()  # and comes back: the consumer is restored
+        await until(lambda: broker.connected)
+        await broker.publish(KEY, b'"second"')
+        await until(lambda: received.bodies() == [b'"first"', b'"second"'])
+    finally:
+        await backend.cleanup()
+        await relay.cut()
