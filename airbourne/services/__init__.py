@@ -4,6 +4,8 @@ Adding a service is adding its `SERVICE` here; the runtime needs no change.
 """
 
 from airbourne.service import Service
-from airbourne.services import auth, flights
+from airbourne.services import auth, flights, reminder
 
-SERVICES: dict[str, Service] = {service.name: service for service in (auth.SERVICE, flights.SERVICE)}
+SERVICES: dict[str, Service] = {
+    service.name: service for service in (auth.SERVICE, flights.SERVICE, reminder.SERVICE)
+}

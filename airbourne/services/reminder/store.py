@@ -1,0 +1,147 @@
+"""The reminder's SQL: tickets, their claims by sender runs, and the outcome of each send."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from databases import Database
+from databases.interfaces import Record
+
+from airbourne import db
+from airbourne.services.reminder.schema import CANCELLED, ERROR_MAX, FAILED, PENDING, SUCCESS, tickets
+
+PUBLIC = ("id", "subject", "content", "recepientEmail", "status", "notificationTime",
+          "attempts", "lastError", "createdAt", "updatedAt")
+"""The fields of a ticket in responses."""
+
+_public_columns = [tickets.c[name] for name in PUBLIC]
+
+
+def public(ticket: Mapping[str, Any]) -> dict[str, Any]:
+    """A ticket as clients see it: the wire fields, times in ISO 8601."""
+    return {name: db.iso(ticket[name]) if isinstance(ticket[name], datetime) else ticket[name]
+            for name in PUBLIC}
+
+
+async def create_ticket(
+    database: Database,
+    fields: Mapping[str, Any],
+    *,
+    message_id: str | None = None,
+    claim_token: str | None = None,
+    claimed_until: datetime | None = None,
+) -> dict[str, Any] | None:
+    """Insert a ticket and return all its columns, or None if a ticket was already made from
+    broker message `message_id`. With `claim_token` the ticket is born claimed, for a caller
+    that sends it at once."""
+    now = db.utcnow()
+    values = {
+        **fields,
+        "attempts": 0,
+        "lastError": None,
+        "nextAttemptAt": fields["notificationTime"],
+        "claimToken": claim_token,
+        "claimedUntil": claimed_until,
+        "messageId": message_id,
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    values.setdefault("bookingId", None)
+    values.setdefault("mailFrom", None)
+    try:
+        ticket_id = await database.execute(tickets.insert().values(**values))
+    except db.IntegrityErrors:
+        if message_id is None:
+            raise
+        return None  # the unique messageId: this message was handled before
+    return {"id": ticket_id, **values}
+
+
+async def get_ticket(database: Database, ticket_id: int) -> dict[str, Any] | None:
+    row = await database.fetch_one(sa.select(*_public_columns).where(tickets.c.id == ticket_id))
+    return None if row is None else public(row._mapping)
+
+
+async def list_tickets(
+    database: Database, status: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    query = sa.select(*_public_columns).order_by(tickets.c.id).limit(limit).offset(offset)
+    if status is not None:
+        query = query.where(tickets.c.status == status)
+    return [public(row._mapping) for row in await database.fetch_all(query)]
+
+
+async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
+    """Mark the PENDING tickets of booking `booking_id` CANCELLED."""
+    await database.execute(
+        tickets.update()
+        .where(tickets.c.bookingId == booking_id, tickets.c.status == PENDING)
+        .values(status=CANCELLED, updatedAt=db.utcnow())
+    )
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """PENDING, due, and claimed by nobody (or by a run whose claim has expired)."""
+    return sa.and_(
+        tickets.c.status == PENDING,
+        tickets.c.nextAttemptAt <= now,
+        sa.or_(tickets.c.claimToken.is_(None), tickets.c.claimedUntil < now),
+    )
+
+
+async def claim_due(
+    database: Database, now: datetime, limit: int, lease: timedelta
+) -> list[Record]:
+    """Claim up to `limit` due tickets for one sender run and return them.
+
+    The SELECT only proposes candidates; the UPDATE checks the condition again row by row
+    (MySQL locks each row and reads its latest version, SQLite has one writer at a time),
+    so of two runs proposing the same ticket exactly one gets it. The rows are then read back
+    by the run's own token.
+    """
+    token = uuid.uuid4().hex
+    async with database.connection() as conn:
+        candidates = await conn.fetch_all(
+            sa.select(tickets.c.id).where(_claimable(now))
+            .order_by(tickets.c.nextAttemptAt).limit(limit)
+        )
+        if not candidates:
+            return []
+        await conn.execute(
+            tickets.update()
+            .where(tickets.c.id.in_([row[0] for row in candidates]), _claimable(now))
+            .values(claimToken=token, claimedUntil=now + lease)
+        )
+        return await conn.fetch_all(sa.select(tickets).where(tickets.c.claimToken == token))
+
+
+async def mark_sent(database: Database, ticket: Mapping[str, Any]) -> None:
+    """Record that the claimed `ticket` was sent, and release the claim."""
+    await database.execute(
+        tickets.update()
+        .where(tickets.c.id == ticket["id"], tickets.c.claimToken == ticket["claimToken"])
+        .values(status=SUCCESS, attempts=ticket["attempts"] + 1, claimToken=None,
+                claimedUntil=None, updatedAt=db.utcnow())
+    )
+
+
+async def mark_failed(
+    database: Database, ticket: Mapping[str, Any], error: str, *, retry_at: datetime | None
+) -> None:
+    """Record a failed send of the claimed `ticket` and release the claim: due again at
+    `retry_at`, or FAILED for good when `retry_at` is None. A ticket cancelled meanwhile
+    stays cancelled."""
+    changes: dict[str, Any] = {"status": FAILED} if retry_at is None else {"nextAttemptAt": retry_at}
+    await database.execute(
+        tickets.update()
+        .where(tickets.c.id == ticket["id"], tickets.c.claimToken == ticket["claimToken"],
+               tickets.c.status == PENDING)
+        .values(attempts=ticket["attempts"] + 1, lastError=error[:ERROR_MAX], claimToken=None,
+                claimedUntil=None, updatedAt=db.utcnow(), **changes)
+    )

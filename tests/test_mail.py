@@ -1,0 +1,126 @@
+"""The mail transports: the outbox folder, a real SMTP server, and the settings that pick one."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+from aiosmtpd.smtp import AuthResult
+
+from airbourne.config import ConfigError
+from airbourne.mail import MailError, OutboxMailer, SmtpMailer, compose, is_address, mailer_from_config
+from mailserver import MailServer
+from support import free_port, make_config
+
+pytestmark = pytest.mark.anyio
+
+FROM = "Airbourne <no-reply@airbourne.test>"
+
+
+def reminder_email(**changes: str):
+    fields = {"recipient": "ada@example.com", "subject": "Your flight AB123",
+              "body": "Boarding at gate G7.\nHave a good flight, Ada."}
+    fields.update(changes)
+    return compose(FROM, fields["recipient"], fields["subject"], fields["body"])
+
+
+def test_compose_fills_the_standard_headers():
+    message = reminder_email(subject="two\nlines")
+    assert message["From"] == FROM
+    assert message["To"] == "ada@example.com"
+    assert message["Subject"] == "two lines"
+    assert message["Date"] and message["Message-ID"].endswith("@airbourne.test>")
+    assert message.get_content() == "Boarding at gate G7.\nHave a good flight, Ada.\n"
+    assert message["Message-ID"] != reminder_email()["Message-ID"]
+
+
+@pytest.mark.parametrize(
+    "text, valid",
+    [("ada@example.com", True), ("ada", False), ("a,b@example.com", False),
+     ("a b@example.com", False), ("ada@example.com\nBcc: eve@example.com", False)],
+)
+def test_is_address(text, valid):
+    assert is_address(text) is valid
+
+
+async def test_outbox_writes_a_standard_eml_file(tmp_path):
+    mailer = OutboxMailer(tmp_path / "outbox")
+    await mailer.send(reminder_email(body="Grüße aus Lissabon"))
+    await mailer.send(reminder_email(recipient="bob@example.com"))
+
+    files = mailer.messages()
+    assert len(files) == 2
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [p.name for p in files]
+    first = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert first["To"] == "ada@example.com"
+    assert first["Subject"] == "Your flight AB123"
+    assert first.get_content() == "Grüße aus Lissabon\n"
+    second = email.message_from_bytes(files[1].read_bytes(), policy=email.policy.default)
+    assert second["To"] == "bob@example.com"
+
+
+async def test_outbox_that_cannot_be_written_is_a_mail_error(tmp_path):
+    blocker = tmp_path / "outbox"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(MailError, match="outbox"):
+        await OutboxMailer(blocker).send(reminder_email())
+
+
+async def test_smtp_delivers_to_a_real_server():
+    with MailServer() as server:
+        await SmtpMailer("127.0.0.1", server.port, timeout=5).send(reminder_email())
+    [received] = server.received
+    assert received.recipients == ["ada@example.com"]
+    assert received.sender == "no-reply@airbourne.test"
+    assert received.message["Subject"] == "Your flight AB123"
+    assert received.body == "Boarding at gate G7.\nHave a good flight, Ada."
+
+
+async def test_smtp_down_is_a_mail_error():
+    closed_port = free_port()
+    with pytest.raises(MailError, match=f"127.0.0.1:{closed_port}"):
+        await SmtpMailer("127.0.0.1", closed_port, timeout=5).send(reminder_email())
+
+
+def _only_ada(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    good = auth_data.login == b"ada" and auth_data.password == b"s3cret"
+    return AuthResult(success=good, handled=False)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_smtp_logs_in_with_the_configured_user():
+    with MailServer(authenticator=_only_ada, auth_required=True, auth_require_tls=False) as server:
+        await SmtpMailer("127.0.0.1", server.port, user="ada", password="s3cret").send(reminder_email())
+        with pytest.raises(MailError):
+            await SmtpMailer("127.0.0.1", server.port, user="ada", password="wrong").send(reminder_email())
+        with pytest.raises(MailError):
+            await SmtpMailer("127.0.0.1", server.port).send(reminder_email())
+    assert len(server.received) == 1
+
+
+def test_transport_from_settings(tmp_path):
+    outbox = mailer_from_config(make_config(tmp_path))
+    assert isinstance(outbox, OutboxMailer)
+    assert outbox.folder == tmp_path / "data" / "outbox"
+    smtp = mailer_from_config(make_config(
+        tmp_path, AIRBOURNE_MAIL_TRANSPORT="smtp", AIRBOURNE_MAIL_SMTP_HOST="mail.example.com",
+        AIRBOURNE_MAIL_SMTP_PORT="465", AIRBOURNE_MAIL_SMTP_SECURITY="tls",
+    ))
+    assert isinstance(smtp, SmtpMailer)
+    assert (smtp.host, smtp.port, smtp.security) == ("mail.example.com", 465, "tls")
+
+
+@pytest.mark.parametrize(
+    "environ, problem",
+    [
+        ({"AIRBOURNE_MAIL_TRANSPORT": "pigeon"}, "mail.transport"),
+        ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_SECURITY": "ssl"}, "mail.smtp_security"),
+        ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_PORT": "0"}, "mail.smtp_port"),
+        ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_USER": "ada"}, "mail.smtp_user"),
+        ({"AIRBOURNE_MAIL_FROM_ADDRESS": "nobody"}, "mail.from_address"),
+    ],
+)
+def test_settings_that_cannot_work_are_a_config_error(tmp_path, environ, problem):
+    with pytest.raises(ConfigError, match=problem):
+        mailer_from_config(make_config(tmp_path, **environ))

@@ -1,0 +1,264 @@
+"""The reminder's broker consumer, on the memory broker and on RabbitMQ, over SQLite and
+MariaDB: tickets from messages, once per message id; poison dead-lettered without blocking
+the queue; basic mails sent at once; a booking's tickets cancelled.
+
+Each test has its own exchange and queue (deleted from RabbitMQ afterwards), and a prefetch
+of 1, so messages are handled one after the other: once the last message published has had
+its effect, so have those before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import aio_pika
+import anyio
+import pytest
+
+from airbourne import db
+from airbourne.broker import Message
+from airbourne.broker.memory import MemoryBroker
+from airbourne.runtime import Runtime
+from airbourne.services import reminder
+from airbourne.services.reminder.consumer import Consumer
+from airbourne.services.reminder.sender import send_due, sender_of
+from mailserver import MailServer
+from support import client, make_config, started
+
+pytestmark = pytest.mark.anyio
+
+LATER = db.utcnow().replace(microsecond=0) + timedelta(days=1)
+
+
+def ticket_data(**changes: Any) -> dict[str, Any]:
+    data = {"subject": "Your flight AB123", "content": "Boarding at gate G7.",
+            "recepientEmail": "ada@example.com", "notificationTime": db.iso(LATER)}
+    return {**data, **changes}
+
+
+def basic_mail(**changes: Any) -> dict[str, Any]:
+    return {"mailTo": "ada@example.com", "mailSubject": "Welcome aboard",
+            "mailBody": "Your booking is confirmed.", **changes}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    with anyio.fail_after(seconds):
+        while not await check():
+            await anyio.sleep(0.02)
+
+
+class Reminder:
+    """A started reminder on names unique to one test, and what a test needs to see of it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.config["broker"]
+        self.queue = settings["notification_queue"]
+        self.key = settings["reminder_binding_key"]
+
+    async def publish(self, body: Any, message_id: str | None = None) -> str:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        message_id = message_id or uuid.uuid4().hex
+        await self.runtime.broker.publish(self.key, raw, message_id=message_id)
+        return message_id
+
+    async def tickets(self, status: str | None = None) -> list[dict]:
+        params = {"status": status} if status else {}
+        async with client(self.runtime.apps["reminder"]) as http:
+            return (await http.get("/api/v1/tickets", params=params)).json()["data"]
+
+    async def drain(self) -> dict:
+        """Publish a marker ticket and wait until it is stored: with a prefetch of 1, every
+        message published before it has then been handled. Returns the marker."""
+        marker = f"marker {uuid.uuid4().hex}"
+        await self.publish({"service": "CREATE_TICKET", "data": ticket_data(subject=marker)})
+
+        async def stored() -> bool:
+            return any(t["subject"] == marker for t in await self.tickets())
+
+        await eventually(stored)
+        return next(t for t in await self.tickets() if t["subject"] == marker)
+
+    async def dead_letters(self) -> list[bytes]:
+        broker = self.runtime.broker
+        if isinstance(broker, MemoryBroker):
+            return [message.body for message in broker.dead_letters(self.queue)]
+        async with await aio_pika.connect(broker.url) as connection:
+            dead = await (await connection.channel()).get_queue(f"{self.queue}.dead")
+            bodies = []
+            while (incoming := await dead.get(no_ack=True, fail=False)) is not None:
+                bodies.append(incoming.body)
+            return bodies
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    with MailServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.amqp)])
+async def service(request, tmp_path, database_url, smtp) -> AsyncIterator[Reminder]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    environ = {
+        "AIRBOURNE_BROKER_EXCHANGE": name,
+        "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": f"{name}-notifications",
+        "AIRBOURNE_BROKER_PREFETCH": "1",
+        "AIRBOURNE_MAIL_TRANSPORT": "smtp",
+        "AIRBOURNE_MAIL_SMTP_PORT": str(smtp.port),
+        "AIRBOURNE_MAIL_SMTP_TIMEOUT_SECONDS": "5",
+        "AIRBOURNE_REMINDER_SEND_INTERVAL_SECONDS": "3600",
+    }
+    if request.param == "rabbitmq":
+        environ["AIRBOURNE_BROKER_URL"] = request.getfixturevalue("amqp_url")
+    config = make_config(tmp_path, database_url, **environ)
+    try:
+        async with started(config, [reminder.SERVICE]) as runtime:
+            with anyio.fail_after(10):
+                while not runtime.broker.connected:
+                    await anyio.sleep(0.02)
+            service = Reminder(runtime)
+            await runtime.broker.declare(service.queue, service.key)
+            yield service
+    finally:
+        if request.param == "rabbitmq":
+            async with await aio_pika.connect(config["broker"]["url"]) as connection:
+                channel = await connection.channel()
+                await channel.queue_delete(f"{name}-notifications")
+                await channel.queue_delete(f"{name}-notifications.dead")
+                await channel.exchange_delete(name)
+                await channel.exchange_delete(f"{name}.dlx")
+
+
+async def test_create_ticket_stores_one_ticket(service):
+    await service.publish({"service": "CREATE_TICKET",
+                           "data": ticket_data(subject="Reminder: AB123", bookingId=7)})
+    await service.drain()
+    [ticket] = [t for t in await service.tickets() if t["subject"] == "Reminder: AB123"]
+    assert ticket["recepientEmail"] == "ada@example.com"
+    assert ticket["content"] == "Boarding at gate G7."
+    assert ticket["notificationTime"] == db.iso(LATER)
+    assert ticket["status"] == "PENDING"
+    assert await service.dead_letters() == []
+
+
+async def test_the_same_message_delivered_twice_makes_one_ticket(service):
+    body = {"service": "CREATE_TICKET", "data": ticket_data(subject="Only once")}
+    message_id = await service.publish(body)
+    await service.publish(body, message_id=message_id)
+    await service.drain()
+    assert [t["subject"] for t in await service.tickets()].count("Only once") == 1
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        b"this is not JSON",
+        b"\xff\xfe",
+        [1, 2, 3],
+        {"service": "ORDER_PIZZA", "data": {}},
+        {"data": ticket_data()},
+        {"service": "CREATE_TICKET"},
+        {"service": "CREATE_TICKET", "data": "subject=hi"},
+        {"service": "CREATE_TICKET", "data": ticket_data(recepientEmail=None)},
+        {"service": "CREATE_TICKET", "data": ticket_data(recepientEmail="nobody")},
+        {"service": "CREATE_TICKET", "data": ticket_data(notificationTime="soon")},
+        {"service": "CREATE_TICKET", "data": ticket_data(bookingId="seven")},
+        {"service": "SEND_BASIC_MAIL", "data": basic_mail(mailTo=None)},
+        {"service": "SEND_BASIC_MAIL", "data": basic_mail(mailFrom="x\nBcc: eve@example.com")},
+        {"service": "CANCEL_TICKETS", "data": {}},
+    ],
+)
+async def test_poison_is_dead_lettered_and_the_next_message_handled(service, smtp, poison):
+    raw = poison if isinstance(poison, bytes) else json.dumps(poison).encode()
+    await service.publish(raw)
+    marker = await service.drain()
+    assert [t["id"] for t in await service.tickets()] == [marker["id"]]
+    assert await service.dead_letters() == [raw]
+    assert smtp.received == []
+
+
+async def test_send_basic_mail_is_sent_at_once_and_only_once(service, smtp):
+    body = {"service": "SEND_BASIC_MAIL",
+            "data": basic_mail(mailFrom="Airline Desk <desk@airline.test>")}
+    message_id = await service.publish(body)
+    [received] = await smtp.until_received(1)
+    assert received.recipients == ["ada@example.com"]
+    assert received.sender == "desk@airline.test"
+    assert received.message["Subject"] == "Welcome aboard"
+    assert received.body == "Your booking is confirmed."
+
+    await service.publish(body, message_id=message_id)  # delivered again: not sent again
+    await service.drain()
+    assert len(smtp.received) == 1
+    [kept] = await service.tickets("SUCCESS")
+    assert kept["subject"] == "Welcome aboard" and kept["attempts"] == 1
+
+
+async def test_send_basic_mail_with_smtp_down_is_kept_and_sent_later(service, smtp):
+    smtp.stop()
+    await service.publish({"service": "SEND_BASIC_MAIL", "data": basic_mail()})
+    await service.drain()
+    [kept] = [t for t in await service.tickets() if t["subject"] == "Welcome aboard"]
+    assert (kept["status"], kept["attempts"]) == ("PENDING", 1)
+    assert kept["lastError"]
+
+    smtp.start()
+    await send_due(service.runtime, now=db.utcnow() + timedelta(hours=1))
+    assert [r.message["Subject"] for r in smtp.received] == ["Welcome aboard"]
+    assert [t["subject"] for t in await service.tickets("SUCCESS")] == ["Welcome aboard"]
+
+
+async def test_a_ticket_due_now_is_sent_without_waiting_for_the_interval(service, smtp):
+    await service.publish({"service": "CREATE_TICKET", "data": ticket_data(
+        subject="Booking confirmed", notificationTime=db.iso(db.utcnow()))})
+    [received] = await smtp.until_received(1)
+    assert received.message["Subject"] == "Booking confirmed"
+
+
+async def test_cancel_tickets_cancels_the_pending_tickets_of_one_booking(service, smtp):
+    for subject, booking, status in [("7 confirmed", 7, "SUCCESS"), ("7 reminder", 7, "PENDING"),
+                                     ("7 other", 7, "PENDING"), ("8 reminder", 8, "PENDING")]:
+        await service.publish({"service": "CREATE_TICKET",
+                               "data": ticket_data(subject=subject, bookingId=booking, status=status)})
+    await service.publish({"service": "CANCEL_TICKETS", "data": {"bookingId": 7}})
+    marker = await service.drain()
+
+    status = {t["subject"]: t["status"] for t in await service.tickets()}
+    assert status["7 confirmed"] == "SUCCESS"
+    assert status["7 reminder"] == status["7 other"] == "CANCELLED"
+    assert status["8 reminder"] == "PENDING"
+    await send_due(service.runtime, now=LATER)
+    assert {r.message["Subject"] for r in smtp.received} == {"8 reminder", marker["subject"]}
+
+
+async def test_a_database_error_redelivers_instead_of_dead_lettering(service, caplog):
+    database = service.runtime.database("reminder")
+    await database.execute("ALTER TABLE tickets RENAME TO tickets_away")
+    try:
+        await service.publish({"service": "CREATE_TICKET", "data": ticket_data(subject="Kept")})
+        with anyio.fail_after(10):
+            while "handler failed" not in caplog.text:
+                await anyio.sleep(0.02)
+    finally:
+        await database.execute("ALTER TABLE tickets_away RENAME TO tickets")
+    await service.drain()
+    assert "Kept" in [t["subject"] for t in await service.tickets()]
+    assert await service.dead_letters() == []
+
+
+async def test_handler_is_idempotent_under_concurrent_deliveries(service):
+    """Two deliveries of one message at once make one ticket; messages with no id are each
+    kept, since nothing says they are the same."""
+    consumer = Consumer(sender_of(service.runtime))
+    body = json.dumps({"service": "CREATE_TICKET", "data": ticket_data(subject="Twice")}).encode()
+    same = Message(body, service.key, message_id="m-1")
+    await asyncio.gather(*(consumer.handle(same) for _ in range(5)))
+    anonymous = Message(body, service.key, message_id=None)
+    await consumer.handle(anonymous)
+    await consumer.handle(anonymous)
+    assert [t["subject"] for t in await service.tickets()].count("Twice") == 3

@@ -1,0 +1,169 @@
+"""The reminder's sender against a real SMTP server: due tickets go out once each, failures
+are retried with backoff and end FAILED, and nothing goes out early.
+
+Tickets are created for a time a day ahead, and `send_due(runtime, now=...)` plays the clock,
+so the service's own sending loop (which uses the real time) never touches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from airbourne import db
+from airbourne.runtime import Runtime
+from airbourne.services import reminder
+from airbourne.services.reminder.sender import send_due
+from mailserver import MailServer
+from support import client, make_config, started
+
+pytestmark = pytest.mark.anyio
+
+LATER = db.utcnow().replace(microsecond=0) + timedelta(days=1)
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    with MailServer() as server:
+        yield server
+
+
+def settings(tmp_path, database_url, smtp: MailServer, **environ: str):
+    return make_config(
+        tmp_path,
+        database_url,
+        AIRBOURNE_MAIL_TRANSPORT="smtp",
+        AIRBOURNE_MAIL_SMTP_PORT=str(smtp.port),
+        AIRBOURNE_MAIL_SMTP_TIMEOUT_SECONDS="5",
+        AIRBOURNE_REMINDER_MAX_ATTEMPTS="3",
+        AIRBOURNE_REMINDER_RETRY_BASE_SECONDS="60",
+        **environ,
+    )
+
+
+@pytest.fixture
+async def runtime(tmp_path, database_url, smtp) -> AsyncIterator[Runtime]:
+    async with started(settings(tmp_path, database_url, smtp), [reminder.SERVICE]) as runtime:
+        yield runtime
+
+
+async def create(runtime: Runtime, at: datetime = LATER, **fields: str) -> dict:
+    body = {"subject": "Your flight AB123", "content": "Boarding at gate G7.",
+            "recepientEmail": "ada@example.com", "notificationTime": db.iso(at), **fields}
+    async with client(runtime.apps["reminder"]) as http:
+        answer = await http.post("/api/v1/tickets", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["data"]
+
+
+async def read(runtime: Runtime, ticket: dict) -> dict:
+    async with client(runtime.apps["reminder"]) as http:
+        return (await http.get(f"/api/v1/tickets/{ticket['id']}")).json()["data"]
+
+
+async def test_due_tickets_are_sent_once_and_marked_success(runtime, smtp):
+    ada = await create(runtime, subject="For Ada", content="Gate G7")
+    bob = await create(runtime, subject="For Bob", content="Gate B2\nSeat 14C",
+                       recepientEmail="bob@example.com")
+
+    assert await send_due(runtime, now=LATER) == 2
+    received = {r.message["Subject"]: r for r in smtp.received}
+    assert received.keys() == {"For Ada", "For Bob"}
+    assert received["For Ada"].recipients == ["ada@example.com"]
+    assert received["For Ada"].message["To"] == "ada@example.com"
+    assert received["For Ada"].body == "Gate G7"
+    assert received["For Bob"].recipients == ["bob@example.com"]
+    assert received["For Bob"].body == "Gate B2\nSeat 14C"
+    for ticket in (ada, bob):
+        stored = await read(runtime, ticket)
+        assert stored["status"] == "SUCCESS" and stored["attempts"] == 1
+
+    assert await send_due(runtime, now=LATER + timedelta(hours=1)) == 0
+    assert len(smtp.received) == 2
+
+
+async def test_future_tickets_are_not_sent_early(runtime, smtp):
+    soon = await create(runtime)
+    later = await create(runtime, at=LATER + timedelta(hours=2), subject="Later")
+
+    assert await send_due(runtime, now=LATER - timedelta(seconds=1)) == 0
+    assert smtp.received == []
+    assert await send_due(runtime, now=LATER + timedelta(hours=1)) == 1
+    assert [r.message["Subject"] for r in smtp.received] == ["Your flight AB123"]
+    assert (await read(runtime, soon))["status"] == "SUCCESS"
+    assert (await read(runtime, later))["status"] == "PENDING"
+
+
+async def test_smtp_down_retries_with_backoff_then_fails_and_smtp_back_sends_new_ones(
+    runtime, smtp
+):
+    smtp.stop()
+    ticket = await create(runtime)
+
+    assert await send_due(runtime, now=LATER) == 0
+    first = await read(runtime, ticket)
+    assert (first["status"], first["attempts"]) == ("PENDING", 1)
+    assert f"127.0.0.1:{smtp.port}" in first["lastError"]
+
+    # the next attempt is due 60 s after the first failure, the third 120 s after the second
+    await send_due(runtime, now=LATER + timedelta(seconds=59))
+    assert (await read(runtime, ticket))["attempts"] == 1
+    await send_due(runtime, now=LATER + timedelta(seconds=60))
+    assert (await read(runtime, ticket))["attempts"] == 2
+    await send_due(runtime, now=LATER + timedelta(seconds=179))
+    assert (await read(runtime, ticket))["attempts"] == 2
+    await send_due(runtime, now=LATER + timedelta(seconds=180))
+    failed = await read(runtime, ticket)
+    assert (failed["status"], failed["attempts"]) == ("FAILED", 3)
+    assert failed["lastError"]
+
+    smtp.start()
+    fresh = await create(runtime, at=LATER + timedelta(hours=1), subject="After the outage")
+    assert await send_due(runtime, now=LATER + timedelta(days=1)) == 1
+    assert [r.message["Subject"] for r in smtp.received] == ["After the outage"]
+    assert (await read(runtime, fresh))["status"] == "SUCCESS"
+    assert (await read(runtime, ticket))["status"] == "FAILED"
+
+
+async def test_concurrent_senders_send_each_email_exactly_once(tmp_path, database_url, smtp):
+    """Two rounds in one process and one in a second process (its own pool on the same
+    database) all claim from the same due tickets at once."""
+    config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_SEND_CONCURRENCY="4")
+    async with started(config, [reminder.SERVICE]) as one, started(config, [reminder.SERVICE]) as two:
+        tickets = [await create(one, subject=f"Ticket {n}") for n in range(40)]
+
+        counts = await asyncio.gather(
+            send_due(one, now=LATER), send_due(one, now=LATER), send_due(two, now=LATER)
+        )
+
+        assert sum(counts) == 40
+        subjects = sorted(r.message["Subject"] for r in smtp.received)
+        assert subjects == sorted(f"Ticket {n}" for n in range(40))
+        for ticket in tickets:
+            stored = await read(two, ticket)
+            assert (stored["status"], stored["attempts"]) == ("SUCCESS", 1)
+
+
+async def test_a_ticket_due_now_wakes_the_sending_loop(tmp_path, database_url, smtp):
+    """With an interval of an hour, only the wake-up can send the ticket in time."""
+    config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_SEND_INTERVAL_SECONDS="3600")
+    async with started(config, [reminder.SERVICE]) as runtime:
+        await asyncio.sleep(0.1)  # the loop's first round has run and it now waits
+        ticket = await create(runtime, at=db.utcnow(), subject="Booking confirmed")
+        [received] = await smtp.until_received(1)
+        assert received.message["Subject"] == "Booking confirmed"
+        with pytest.raises(TimeoutError):  # and it is sent once
+            await smtp.until_received(2, seconds=0.3)
+        assert (await read(runtime, ticket))["status"] == "SUCCESS"
+
+
+async def test_default_outbox_transport_writes_due_tickets(tmp_path, database_url):
+    config = make_config(tmp_path, database_url)
+    async with started(config, [reminder.SERVICE]) as runtime:
+        await create(runtime, subject="Into the outbox")
+        assert await send_due(runtime, now=LATER) == 1
+    [path] = (tmp_path / "data" / "outbox").glob("*.eml")
+    assert b"Subject: Into the outbox" in path.read_bytes()
