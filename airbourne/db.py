@@ -8,12 +8,13 @@ gaps in `databases` 0.9:
   set once per connection; the file runs in WAL mode so readers never wait for a writer.
 - Its `execute()` returns `lastrowid` when that is non-zero and `rowcount` otherwise, which
   inside a transaction is ambiguous. `rowcount()` runs a statement on the driver connection
-  and returns the number of rows changed, which conditional updates (seat reservations,
-  status changes) depend on.
+  and returns the number of rows the statement matched (on MySQL too, by the FOUND_ROWS
+  flag), which conditional updates (seat reservations, status changes) depend on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 from databases import Database
 from databases.backends.sqlite import SQLitePool
 from databases.core import Connection, DatabaseURL
+from pymysql.constants.CLIENT import FOUND_ROWS
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -61,8 +63,9 @@ def iso(value: datetime) -> str:
 
 
 def as_dict(row: Any) -> dict[str, Any]:
-    """A database row as a JSON-ready dict: date-times become ISO strings."""
-    return {k: iso(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+    """A `databases` record as a JSON-ready dict: date-times become ISO strings."""
+    values = row._mapping  # the SQLAlchemy Row inside; its own `_mapping` fails on str keys
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in zip(values._fields, values)}
 
 
 # --- handles ---------------------------------------------------------------------------
@@ -120,7 +123,10 @@ async def connect(url: str, pool_size: int = 10, busy_timeout: float = 10.0) -> 
             await conn.execute("PRAGMA journal_mode = WAL")
         return database
     if parsed.dialect == "mysql":
-        options = {"min_size": 1, "max_size": pool_size, "charset": "utf8mb4", "pool_recycle": 3600}
+        options = {
+            "min_size": 1, "max_size": pool_size, "charset": "utf8mb4", "pool_recycle": 3600,
+            "client_flag": FOUND_ROWS,  # rowcount() counts matched rows, as SQLite does
+        }
         await _create_mysql_database(parsed)
         database = Database(url, **options)
         await database.connect()
@@ -128,9 +134,16 @@ async def connect(url: str, pool_size: int = 10, busy_timeout: float = 10.0) -> 
     raise ValueError(f"unsupported database URL {parsed.scheme}:// (use sqlite:// or mysql://)")
 
 
-async def disconnect(database: Database) -> None:
-    await database.disconnect()
+async def disconnect(database: Database, timeout: float = 5.0) -> None:
+    """Close the pool. A connection still held (a query cancelled mid-transaction at
+    shutdown) would make aiomysql wait for it forever, so after `timeout` it is cut."""
     pool = getattr(database._backend, "_pool", None)
+    try:
+        await asyncio.wait_for(database.disconnect(), timeout)
+    except asyncio.TimeoutError:
+        logger.warning("database pool did not close in %.0fs: closing its connections", timeout)
+        if pool is not None and hasattr(pool, "terminate"):
+            pool.terminate()
     if isinstance(pool, _PooledSQLite):
         await pool.close()
 
@@ -162,14 +175,20 @@ def _pyformat(sql: str) -> str:
 
 
 async def rowcount(conn: Connection, sql: str, values: Mapping[str, Any]) -> int:
-    """Run one statement (`:name` parameters) and return the number of rows it changed."""
+    """Run one statement (`:name` parameters) and return the number of rows it matched."""
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
+        values = {name: _sqlite_value(value) for name, value in values.items()}
         async with raw.execute(sql, values) as cursor:
             return cursor.rowcount
     async with raw.cursor() as cursor:
         await cursor.execute(_pyformat(sql), values)
         return cursor.rowcount
+
+
+def _sqlite_value(value: Any) -> Any:
+    """Date-times in the text form SQLAlchemy's SQLite dialect writes and compares."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
 
 
 # --- migrations ----------------------------------------------------------------------------

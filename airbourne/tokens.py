@@ -1,0 +1,106 @@
+"""Access tokens: JWTs signed with HS256 and a shared secret.
+
+The auth service issues them at sign-in; the gateway verifies them on every request without a
+database call, so `Tokens.verify` does only the signature, the JSON and a few comparisons:
+the key and the claim rules are prepared once, in `__init__`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from airbourne.config import Config, ConfigError
+
+ALGORITHMS = ["HS256"]
+LEEWAY_SECONDS = 5
+"""Clock skew tolerated between the host that issued a token and the one verifying it."""
+
+
+class InvalidToken(Exception):
+    """The token cannot be trusted; `reason` says why, in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Claims:
+    id: int
+    email: str
+    expires: int
+    """Expiry as seconds since the epoch (the `exp` claim)."""
+
+
+class Tokens:
+    def __init__(self, secret: str, lifetime_seconds: int) -> None:
+        self._key = OctKey.import_key(secret)
+        self._lifetime = lifetime_seconds
+        self._header = {"alg": "HS256"}
+        essential: jwt.ClaimsOption = {"essential": True}
+        self._rules = jwt.JWTClaimsRegistry(
+            leeway=LEEWAY_SECONDS, id=essential, email=essential, exp=essential
+        )
+
+    def issue(self, user_id: int, email: str) -> str:
+        now = int(time.time())
+        claims = {"id": user_id, "email": email, "iat": now, "exp": now + self._lifetime}
+        return jwt.encode(self._header, claims, self._key, algorithms=ALGORITHMS)
+
+    def verify(self, token: str) -> Claims:
+        try:
+            claims = jwt.decode(token, self._key, algorithms=ALGORITHMS).claims
+            self._rules.validate(claims)
+        # joserfc lets a TypeError or ValueError through for some malformed headers
+        # (`"crit": 5`): a malformed token all the same.
+        except (JoseError, TypeError, ValueError) as exc:
+            raise InvalidToken(_reason(exc)) from exc
+        user_id, email = claims["id"], claims["email"]
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+            raise InvalidToken("claim 'id' must be a positive integer")
+        if not isinstance(email, str):
+            raise InvalidToken("claim 'email' must be a string")
+        return Claims(id=user_id, email=email, expires=int(claims["exp"]))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, JoseError):
+        return exc.description or exc.error.replace("_", " ")
+    return "malformed token"
+
+
+def load_secret(config: Config) -> str:
+    """The signing secret: `auth.jwt_secret`, or in development one generated once into
+    `data_dir/jwt_secret` (mode 0600) so that tokens outlive a restart.
+
+    Several processes may start at once: each writes a candidate to a private temporary file
+    and links it into place, which fails for all but the first; everyone then reads the
+    winner.
+    """
+    configured = config["auth"]["jwt_secret"]
+    if configured:
+        return configured
+    path = config.data_dir / "jwt_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, candidate = tempfile.mkstemp(dir=path.parent, prefix=".jwt_secret.")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(48))
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(candidate)
+    secret = path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"{path} is empty: delete it to generate a new secret")
+    return secret
