@@ -83,6 +83,16 @@ class _PooledSQLite(SQLitePool):
     async def acquire(self) -> aiosqlite.Connection:
         if self._idle:
             return self._idle.pop()
+        opening = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # A task cancelled while connecting (a background job at shutdown): finish and
+            # close the connection, or its thread outlives the event loop and fails there.
+            await (await opening).close()
+            raise
+
+    async def _open(self) -> aiosqlite.Connection:
         connection = aiosqlite.connect(
             self._database, isolation_level=None, timeout=self._busy_timeout
         )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import socket
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
@@ -54,6 +55,9 @@ class Runtime:
         """One pooled keep-alive client for every call to a service in another process."""
         if self._http is None:
             self._http = httpx.AsyncClient(
+                # One client serves every user: a cookie set in one answer must never ride
+                # along on another user's request, so the jar accepts none.
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
                 timeout=httpx.Timeout(10.0, connect=2.0),
                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +32,12 @@ class Airbourne:
         }
         self.process: subprocess.Popen | None = None
         self.announced: dict[str, str] = {}
+        self.errors: list[str] = []
+
+    @property
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far."""
+        return "".join(self.errors)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -41,19 +48,26 @@ class Airbourne:
             [sys.executable, "-m", "airbourne", "serve", "--services", self.services],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ)
+        lines: queue.Queue[str] = queue.Queue()
+        # A reader thread, not select(): readline() on a text pipe buffers several lines at
+        # once, and select() would then wait for data that was already read.
+        threading.Thread(target=_pump, args=(self.process.stdout, lines), daemon=True).start()
+        # stderr is drained too, so a chatty server never blocks on a full pipe.
+        self._stderr_reader = threading.Thread(
+            target=_collect, args=(self.process.stderr, self.errors), daemon=True)
+        self._stderr_reader.start()
         deadline = time.monotonic() + timeout
         while len(self.announced) < expect:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"airbourne did not start: {self.process.stderr.read()}")
-            if selector.select(timeout=0.2):
-                line = self.process.stdout.readline()
-                if line.strip():
-                    name, url = line.split()
-                    self.announced[name] = url
-        selector.close()
+                raise RuntimeError(f"airbourne did not start: {self.stderr}")
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line.strip():
+                name, url = line.split()
+                self.announced[name] = url
         return self
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
@@ -61,11 +75,13 @@ class Airbourne:
         if self.process.poll() is None:
             self.process.send_signal(signum)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             raise
+        self._stderr_reader.join(timeout=5)
+        return code
 
     def __enter__(self) -> "Airbourne":
         return self
@@ -73,6 +89,16 @@ class Airbourne:
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
+
+
+def _pump(stream, lines: "queue.Queue[str]") -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def _collect(stream, into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from airbourne.config import ConfigError
 from airbourne.broker.base import Broker, BrokerUnavailable, Handler, Message, Reject
 
 __all__ = ["Broker", "BrokerUnavailable", "Handler", "Message", "Reject", "create"]
@@ -25,4 +26,4 @@ def create(settings: Mapping[str, Any]) -> Broker:
             prefetch=settings["prefetch"],
             reconnect_max_seconds=settings["reconnect_max_seconds"],
         )
-    raise ValueError(f"broker.url must start with memory:// or amqp://, got {url!r}")
+    raise ConfigError(f"broker.url must start with memory:// or amqp://, got {url!r}")

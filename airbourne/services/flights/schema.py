@@ -1,0 +1,74 @@
+"""The flights service's tables: cities, airplanes, airports and flights.
+
+Column names are the wire names (`departureAirportID` included), so a row is a response body
+as it is; a table's `info["kind"]` names one of its records in messages ("city 3 not found").
+Foreign keys restrict deletes: a city with airports, or an airport or airplane that flights
+use, cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from airbourne.db import Migration, create_tables, record_columns, timestamp_column
+
+metadata = sa.MetaData()
+
+cities = sa.Table(
+    "cities",
+    metadata,
+    *record_columns(),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.UniqueConstraint("name", name="uq_cities_name"),
+    info={"kind": "city"},
+)
+
+airplanes = sa.Table(
+    "airplanes",
+    metadata,
+    *record_columns(),
+    sa.Column("modelNumber", sa.String(255), nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    info={"kind": "airplane"},
+)
+
+airports = sa.Table(
+    "airports",
+    metadata,
+    *record_columns(),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("address", sa.String(255)),
+    sa.Column("cityId", sa.Integer, sa.ForeignKey(cities.c.id), nullable=False),
+    sa.UniqueConstraint("name", name="uq_airports_name"),
+    sa.Index("ix_airports_city", "cityId"),
+    info={"kind": "airport"},
+)
+
+flights = sa.Table(
+    "flights",
+    metadata,
+    *record_columns(),
+    sa.Column("flightNumber", sa.String(255), nullable=False),
+    sa.Column("airplaneId", sa.Integer, sa.ForeignKey(airplanes.c.id), nullable=False),
+    sa.Column("departureAirportID", sa.Integer, sa.ForeignKey(airports.c.id), nullable=False),
+    sa.Column("arrivalAirportId", sa.Integer, sa.ForeignKey(airports.c.id), nullable=False),
+    timestamp_column("departureTime", nullable=False),
+    timestamp_column("arrivalTime", nullable=False),
+    sa.Column("price", sa.Integer, nullable=False),
+    sa.Column("boardingGate", sa.String(255)),
+    sa.Column("totalSeats", sa.Integer, nullable=False),
+    # The airplane's capacity, kept so that giving seats back can never raise totalSeats
+    # above it. Internal: not part of the wire record.
+    sa.Column("capacity", sa.Integer, nullable=False, info={"internal": True}),
+    sa.UniqueConstraint("flightNumber", name="uq_flights_number"),
+    sa.Index("ix_flights_airplane", "airplaneId"),
+    sa.Index("ix_flights_departure", "departureAirportID"),
+    sa.Index("ix_flights_arrival", "arrivalAirportId"),
+    sa.Index("ix_flights_price", "price"),
+    info={"kind": "flight"},
+)
+
+MIGRATIONS = [
+    Migration(1, "cities, airplanes, airports and flights",
+              create_tables(cities, airplanes, airports, flights)),
+]

@@ -1,0 +1,284 @@
+"""SQL of the flights service, and the seat inventory that bookings draw on.
+
+Records come back as database rows (`db.as_dict` makes them JSON). A missing record raises
+`NotFound`; a write the data refuses (a duplicate name, a record still in use, too few seats)
+raises `Conflict`. Both carry a message fit for the client.
+
+Seats are taken and given back by one conditional UPDATE each: the database checks the count
+and changes it in the same statement, so concurrent bookings can neither oversell a flight
+nor lose an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator, Mapping
+
+import sqlalchemy as sa
+from databases import Database
+from databases.interfaces import Record
+
+from airbourne import db
+from airbourne.services.flights.schema import airplanes, airports, cities, flights
+
+
+class NotFound(LookupError):
+    def __init__(self, kind: str, record_id: int) -> None:
+        super().__init__(f"{kind} {record_id} not found")
+        self.record_id = record_id
+
+
+class FlightNotFound(NotFound):
+    def __init__(self, flight_id: int) -> None:
+        super().__init__("flight", flight_id)
+
+
+class Conflict(Exception):
+    """A write that the current data refuses."""
+
+
+class NotEnoughSeats(Conflict):
+    def __init__(self, flight_id: int, requested: int, free: int | None = None) -> None:
+        left = "too few free seats" if free is None else f"{free} free seats"
+        super().__init__(f"flight {flight_id} has {left}, {requested} requested")
+        self.free = free
+
+
+class TooManySeatsReleased(Conflict):
+    """Giving back more seats than were taken: a caller's accounting is wrong somewhere."""
+
+    def __init__(self, flight_id: int, released: int, free: int, capacity: int) -> None:
+        super().__init__(
+            f"flight {flight_id} has {free} free seats of {capacity}: "
+            f"{released} more would exceed its capacity"
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    flight_id: int
+    seats: int
+    price: int
+    """The price of one seat when the seats were taken."""
+    total_seats: int
+    """The flight's free seats left after this reservation."""
+    flight_number: str
+    departure_time: datetime
+    """For the booking's confirmation and departure reminder, without another query."""
+
+
+_USED_BY = {
+    cities.name: [airports.c.cityId],
+    airports.name: [flights.c.departureAirportID, flights.c.arrivalAirportId],
+    airplanes.name: [flights.c.airplaneId],
+}
+"""The columns that refer to a record, so a delete can refuse with a reason, not a 500."""
+
+
+def _missing(table: sa.Table, record_id: int) -> NotFound:
+    if table is flights:
+        return FlightNotFound(record_id)
+    return NotFound(table.info["kind"], record_id)
+
+
+def _public(table: sa.Table) -> list[sa.Column]:
+    return [column for column in table.c if not column.info.get("internal")]
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+async def get(database: Database, table: sa.Table, record_id: int) -> Record:
+    row = await database.fetch_one(sa.select(*_public(table)).where(table.c.id == record_id))
+    if row is None:
+        raise _missing(table, record_id)
+    return row
+
+
+async def find(
+    database: Database, table: sa.Table, *conditions: Any, limit: int, offset: int = 0
+) -> list[Record]:
+    query = (
+        sa.select(*_public(table)).where(*conditions)
+        .order_by(table.c.id).limit(limit).offset(offset)
+    )
+    return await database.fetch_all(query)
+
+
+async def create(database: Database, table: sa.Table, values: Mapping[str, Any]) -> Record:
+    now = db.utcnow()
+    with _refused(table, values):
+        record_id = await database.execute(
+            table.insert().values(**values, createdAt=now, updatedAt=now)
+        )
+    return await get(database, table, record_id)
+
+
+async def update(
+    database: Database, table: sa.Table, record_id: int, changes: Mapping[str, Any]
+) -> Record:
+    statement = table.update().where(table.c.id == record_id)
+    with _refused(table, changes):
+        await database.execute(statement.values(**changes, updatedAt=db.utcnow()))
+    return await get(database, table, record_id)
+
+
+async def delete(database: Database, table: sa.Table, record_id: int) -> None:
+    """Delete a record that nothing refers to any more."""
+    await get(database, table, record_id)
+    for column in _USED_BY.get(table.name, ()):
+        query = sa.select(column.table.c.id).where(column == record_id).limit(1)
+        if await database.fetch_val(query) is not None:
+            raise _in_use(table, record_id)
+    try:
+        await database.execute(table.delete().where(table.c.id == record_id))
+    except db.IntegrityErrors:
+        raise _in_use(table, record_id) from None  # a reference added since the check above
+
+
+def _in_use(table: sa.Table, record_id: int) -> Conflict:
+    users = _USED_BY[table.name][0].table.name
+    return Conflict(f"{table.info['kind']} {record_id} is still used by {users}: "
+                    f"delete or change those first")
+
+
+@contextlib.contextmanager
+def _refused(table: sa.Table, values: Mapping[str, Any]) -> Iterator[None]:
+    """Turn a broken unique key or foreign key into a `Conflict` that says which."""
+    try:
+        yield
+    except db.IntegrityErrors as exc:
+        unique = next(
+            (c for c in table.constraints if isinstance(c, sa.UniqueConstraint)), None
+        )
+        if unique is not None and _is_duplicate(exc):
+            field = unique.columns.keys()[0]
+            raise Conflict(f"{field} {values.get(field)!r} is already taken") from None
+        raise Conflict("a record this one refers to was deleted meanwhile") from None
+
+
+def _is_duplicate(exc: Exception) -> bool:
+    return "UNIQUE constraint" in str(exc) or exc.args[:1] == (1062,)  # SQLite, MySQL
+
+
+# --- flights -------------------------------------------------------------------------------
+
+_EDITABLE = frozenset((
+    "flightNumber", "airplaneId", "departureAirportID", "arrivalAirportId",
+    "departureTime", "arrivalTime", "price", "boardingGate",
+))
+
+
+async def update_flight(
+    database: Database, flight_id: int, changes: Mapping[str, Any], capacity: int | None = None
+) -> Record:
+    """Apply `changes` to a flight; `capacity` is the new airplane's when `airplaneId` changes.
+
+    The caller has checked the merged record. The WHERE clause checks it again against the
+    row as it is when the statement runs, so a concurrent change cannot slip an invalid flight
+    in. A new airplane keeps the seats already booked: free seats move by the difference in
+    capacity, and an airplane too small for them is refused.
+    """
+    assert _EDITABLE.issuperset(changes), set(changes) - _EDITABLE
+
+    def value(name: str) -> str:
+        return f":{name}" if name in changes else name
+
+    values = {**changes, "id": flight_id, "updatedAt": db.utcnow()}
+    assignments = [f"{name} = :{name}" for name in changes]
+    conditions = [
+        "id = :id",
+        f"{value('arrivalTime')} > {value('departureTime')}",
+        f"{value('departureAirportID')} <> {value('arrivalAirportId')}",
+    ]
+    if capacity is not None:
+        values["capacity"] = capacity
+        free = "totalSeats + :capacity - capacity"
+        # totalSeats before capacity: MySQL assigns left to right, reading the new values.
+        assignments += [f"totalSeats = {free}", "capacity = :capacity"]
+        conditions.append(f"{free} >= 0")
+    assignments.append("updatedAt = :updatedAt")
+    sql = f"UPDATE flights SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"
+    async with database.connection() as conn:
+        with _refused(flights, changes):
+            changed = await db.rowcount(conn, sql, values)
+    if not changed:
+        raise await _refusal(database, flight_id, capacity)
+    return await get(database, flights, flight_id)
+
+
+async def _refusal(database: Database, flight_id: int, capacity: int | None) -> Exception:
+    """Why `update_flight` changed nothing: the flight is gone, or it changed meanwhile."""
+    query = sa.select(flights.c.totalSeats, flights.c.capacity).where(flights.c.id == flight_id)
+    row = await database.fetch_one(query)
+    if row is None:
+        return FlightNotFound(flight_id)
+    booked = row.capacity - row.totalSeats
+    if capacity is not None and booked > capacity:
+        return Conflict(f"flight {flight_id} has {booked} seats booked; "
+                        f"the new airplane has only {capacity}")
+    return Conflict(f"flight {flight_id} changed while it was being updated: read it and retry")
+
+
+# --- seat inventory ------------------------------------------------------------------------
+
+_TAKE = (
+    "UPDATE flights SET totalSeats = totalSeats - :seats, updatedAt = :now"
+    " WHERE id = :id AND totalSeats >= :seats"
+)
+_GIVE_BACK = (
+    "UPDATE flights SET totalSeats = totalSeats + :seats, updatedAt = :now"
+    " WHERE id = :id AND totalSeats + :seats <= capacity"
+)
+
+
+async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reservation:
+    """Take `seats` free seats of a flight, all or none.
+
+    Raises `FlightNotFound` or `NotEnoughSeats` (a `Conflict`).
+    """
+    changed, flight = await _change_seats(database, _TAKE, flight_id, seats)
+    if flight is None:
+        raise FlightNotFound(flight_id)
+    if not changed:
+        raise NotEnoughSeats(flight_id, seats, flight.totalSeats)
+    return Reservation(
+        flight_id, seats, flight.price, flight.totalSeats, flight.flightNumber, flight.departureTime
+    )
+
+
+async def release_seats(database: Database, flight_id: int, seats: int) -> int:
+    """Give back `seats` seats taken earlier; returns the flight's free seats after.
+
+    Raises `FlightNotFound`, or `TooManySeatsReleased` (a `Conflict`) when the free seats
+    would exceed the flight's capacity.
+    """
+    changed, flight = await _change_seats(database, _GIVE_BACK, flight_id, seats)
+    if flight is None:
+        raise FlightNotFound(flight_id)
+    if not changed:
+        raise TooManySeatsReleased(flight_id, seats, flight.totalSeats, flight.capacity)
+    return flight.totalSeats
+
+
+async def _change_seats(
+    database: Database, sql: str, flight_id: int, seats: int
+) -> tuple[bool, Record | None]:
+    """Run a conditional seat update; whether it matched, and the flight as it left it.
+
+    The read is in the update's transaction, so the free seats it returns are the ones this
+    change left, not a later booking's.
+    """
+    if seats < 1:
+        raise ValueError(f"seats must be a positive integer, got {seats}")
+    query = sa.select(
+        flights.c.price, flights.c.totalSeats, flights.c.capacity,
+        flights.c.flightNumber, flights.c.departureTime,
+    ).where(flights.c.id == flight_id)
+    values = {"seats": seats, "id": flight_id, "now": db.utcnow()}
+    async with database.connection() as conn:
+        async with conn.transaction():
+            changed = await db.rowcount(conn, sql, values)
+            return changed == 1, await conn.fetch_one(query)

@@ -1,0 +1,189 @@
+"""Seat inventory: reserving and releasing seats over HTTP and through the store functions the
+booking service calls in-process. Many clients at once never oversell a flight, and giving
+seats back never raises a flight above its capacity."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+import pytest
+
+from airbourne.runtime import Runtime
+from airbourne.services.flights import SERVICE, store
+from booking_support import create_flight, free_seats
+from support import client, make_config, started
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, database_url: str) -> AsyncIterator[Runtime]:
+    """A runtime with the flights service on a fresh database: SQLite, then MariaDB."""
+    async with started(make_config(tmp_path, database_url), [SERVICE]) as started_runtime:
+        yield started_runtime
+
+
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(runtime.apps["flights"]) as http:
+        yield http
+
+
+async def reserve(api: httpx.AsyncClient, flight_id: int, seats: int) -> httpx.Response:
+    return await api.post(f"/api/v1/flights/{flight_id}/seats/reserve", json={"seats": seats})
+
+
+async def release(api: httpx.AsyncClient, flight_id: int, seats: int) -> httpx.Response:
+    return await api.post(f"/api/v1/flights/{flight_id}/seats/release", json={"seats": seats})
+
+
+def failure(answer: httpx.Response, status: int) -> dict:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["success"] is False and body["data"] == {} and body["message"]
+    return body
+
+
+async def test_concurrent_reservations_never_oversell(
+    runtime: Runtime, api: httpx.AsyncClient
+) -> None:
+    flight = await create_flight(runtime, capacity=50)
+
+    answers = await asyncio.gather(*(reserve(api, flight["id"], 1) for _ in range(200)))
+
+    assert Counter(answer.status_code for answer in answers) == {200: 50, 409: 150}
+    taken = [answer.json()["data"] for answer in answers if answer.status_code == 200]
+    # Each reservation saw its own decrement: none was lost, none counted twice.
+    assert sorted(data["totalSeats"] for data in taken) == list(range(50))
+    assert await free_seats(runtime, flight["id"]) == 0
+
+
+async def test_concurrent_store_calls_never_oversell(runtime: Runtime) -> None:
+    """The in-process path, as the booking service takes it: tasks sharing one context."""
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=30)
+
+    results = await asyncio.gather(
+        *(store.reserve_seats(database, flight["id"], 2) for _ in range(40)),
+        return_exceptions=True,
+    )
+
+    assert Counter(type(result) for result in results) == {
+        store.Reservation: 15, store.NotEnoughSeats: 25,
+    }
+    assert await free_seats(runtime, flight["id"]) == 0
+
+
+async def test_reserve_and_release_round_trip(runtime: Runtime, api: httpx.AsyncClient) -> None:
+    flight = await create_flight(runtime, capacity=10, price=700)
+
+    answer = await reserve(api, flight["id"], 3)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "data": {
+            "flightId": flight["id"], "seats": 3, "price": 700, "totalSeats": 7,
+            "flightNumber": flight["flightNumber"], "departureTime": flight["departureTime"],
+        },
+        "success": True, "message": "Successfully reserved the seats", "err": {},
+    }
+    answer = await release(api, flight["id"], 2)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"flightId": flight["id"], "seats": 2, "totalSeats": 9}
+    assert await free_seats(runtime, flight["id"]) == 9
+
+    body = failure(await reserve(api, flight["id"], 10), 409)
+    assert body["message"] == f"flight {flight['id']} has 9 free seats, 10 requested"
+    assert (await reserve(api, flight["id"], 9)).json()["data"]["totalSeats"] == 0
+    failure(await reserve(api, flight["id"], 1), 409)
+    assert (await release(api, flight["id"], 10)).json()["data"]["totalSeats"] == 10
+
+
+async def test_release_never_goes_above_capacity(runtime: Runtime, api: httpx.AsyncClient) -> None:
+    flight = await create_flight(runtime, capacity=5)
+    failure(await release(api, flight["id"], 1), 409)
+    await reserve(api, flight["id"], 2)
+    failure(await release(api, flight["id"], 3), 409)
+    assert await free_seats(runtime, flight["id"]) == 3
+    assert (await release(api, flight["id"], 2)).json()["data"]["totalSeats"] == 5
+    failure(await release(api, flight["id"], 1), 409)
+    assert await free_seats(runtime, flight["id"]) == 5
+
+
+async def test_unknown_flight_is_404(api: httpx.AsyncClient) -> None:
+    for answer in (await reserve(api, 999, 1), await release(api, 999, 1)):
+        assert failure(answer, 404)["message"] == "flight 999 not found"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "seats"), ({"seats": None}, "seats"), ({"seats": 0}, "seats"),
+        ({"seats": -1}, "seats"), ({"seats": 1.5}, "seats"), ({"seats": "two"}, "seats"),
+        ({"seats": True}, "seats"), ({"seats": 1_000_001}, "seats"), ([1], "body"),
+    ],
+)
+async def test_bad_seat_requests_are_400(tmp_path: Path, body: object, field: str) -> None:
+    async with started(make_config(tmp_path), [SERVICE]) as runtime:
+        flight = await create_flight(runtime, capacity=5)
+        async with client(runtime.apps["flights"]) as api:
+            for action in ("reserve", "release"):
+                url = f"/api/v1/flights/{flight['id']}/seats/{action}"
+                assert failure(await api.post(url, json=body), 400)["err"]["field"] == field
+            failure(await api.post(url, content=b"{seats: 1}"), 400)
+            answer = await api.post("/api/v1/flights/abc/seats/reserve", json={"seats": 1})
+            assert failure(answer, 400)["err"]["field"] == "id"
+        assert await free_seats(runtime, flight["id"]) == 5
+
+
+async def test_store_functions(runtime: Runtime) -> None:
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=4, price=250)
+
+    reservation = await store.reserve_seats(database, flight["id"], 3)
+    assert reservation == store.Reservation(
+        flight_id=flight["id"], seats=3, price=250, total_seats=1,
+        flight_number=flight["flightNumber"], departure_time=datetime(2030, 10, 10, 10, 0),
+    )
+    with pytest.raises(store.NotEnoughSeats) as raised:
+        await store.reserve_seats(database, flight["id"], 2)
+    assert raised.value.free == 1
+    with pytest.raises(store.FlightNotFound):
+        await store.reserve_seats(database, 999, 1)
+
+    assert await store.release_seats(database, flight["id"], 3) == 4
+    with pytest.raises(store.TooManySeatsReleased):
+        await store.release_seats(database, flight["id"], 1)
+    with pytest.raises(store.FlightNotFound):
+        await store.release_seats(database, 999, 1)
+    for function in (store.reserve_seats, store.release_seats):
+        with pytest.raises(ValueError):
+            await function(database, flight["id"], 0)
+    assert await free_seats(runtime, flight["id"]) == 4
+
+
+async def test_a_new_airplane_keeps_the_booked_seats(
+    runtime: Runtime, api: httpx.AsyncClient
+) -> None:
+    flight = await create_flight(runtime, capacity=10)
+    url = f"/api/v1/flights/{flight['id']}"
+    small, medium = [
+        (await api.post("/api/v1/airplane", json={"modelNumber": "E190", "capacity": seats}))
+        .json()["data"]["id"]
+        for seats in (5, 8)
+    ]
+    await reserve(api, flight["id"], 6)
+
+    body = failure(await api.patch(url, json={"airplaneId": small}), 409)
+    assert "6 seats booked" in body["message"]
+    assert await free_seats(runtime, flight["id"]) == 4
+
+    answer = await api.patch(url, json={"airplaneId": medium})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["totalSeats"] == 2  # 8 seats, 6 still booked
+    assert (await release(api, flight["id"], 6)).json()["data"]["totalSeats"] == 8
+    failure(await release(api, flight["id"], 1), 409)  # the new capacity is the ceiling
