@@ -23,6 +23,7 @@ SERVICE_KEYS: dict[str, Any] = {"port": 0, "host": "", "url": "", "database_url"
 
 # Environment names of the old Node platform, kept so its deployment files keep working.
 ALIASES: dict[str, tuple[str, str]] = {
+    "AIRBOURNE_DATA_DIR": ("server", "data_dir"),
     "MESSAGE_BROKER_URL": ("broker", "url"),
     "EXCHANGE_NAME": ("broker", "exchange"),
     "REMINDER_BINDING_KEY": ("broker", "reminder_binding_key"),

@@ -103,3 +103,9 @@ def test_production_example_is_valid():
     assert cfg.services["gateway"].host == "0.0.0.0"
     assert cfg.services["auth"].host == "127.0.0.1"
     assert cfg.services["booking"].database_url.startswith("mysql://")
+
+
+def test_data_dir_from_its_short_environment_name(tmp_path):
+    cfg = config.load(environ={"AIRBOURNE_DATA_DIR": str(tmp_path / "here")})
+    assert cfg.data_dir == tmp_path / "here"
+    assert cfg.services["flights"].database_url == f"sqlite:///{tmp_path}/here/flights.db"
