@@ -55,7 +55,7 @@ async def is_admin(request: Request) -> Response:
 
 
 async def get_user(request: Request) -> Response:
-    """For internal callers (the booking service): the port is trusted, see API.md."""
+    """For internal callers (the booking service); the gateway does not forward it."""
     user_id = validate.path_id(request)
     user = await store.get_user(request.app.state.database, user_id)
     if user is None:

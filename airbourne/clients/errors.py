@@ -1,0 +1,59 @@
+"""What a client raises when the service it calls cannot answer, and the one place where
+HTTP failures become those errors.
+
+They are `ApiError`s, so a route that lets one through answers 503 (504 for a timeout) with
+the envelope and a message naming the service; background jobs catch them and try again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from airbourne.http import ApiError
+
+TIMEOUT_SECONDS = 5.0
+"""Default limit for one call to a service in another process."""
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+
+
+class ServiceUnavailable(ApiError):
+    """`service` could not be reached or failed (refused, reset, a 5xx): nothing was done."""
+
+    status_code = 503
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(self.status_code, f"{service} service unavailable: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+class ServiceTimeout(ServiceUnavailable):
+    """`service` did not answer in time: whether it did the work is unknown."""
+
+    status_code = 504
+
+
+async def call(
+    http: httpx.AsyncClient,
+    service: str,
+    method: str,
+    url: str,
+    *,
+    timeout: float = TIMEOUT_SECONDS,
+    json: Any = None,
+) -> httpx.Response:
+    """Send one request to `service`; a failure to get an answer, or a 5xx answer, raises
+    `ServiceUnavailable` (`ServiceTimeout` when the request may have been processed)."""
+    limits = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_SECONDS, timeout))
+    try:
+        answer = await http.request(method, url, json=json, timeout=limits)
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        raise ServiceTimeout(service, f"no answer within {timeout:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(service, str(exc) or type(exc).__name__) from exc
+    if answer.status_code >= 500:
+        raise ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}")
+    return answer

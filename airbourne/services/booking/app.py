@@ -1,0 +1,228 @@
+"""The booking service's routes: book seats on a flight, read and cancel bookings.
+
+A call that carries `x-user-id` came through the gateway on behalf of that user, who may
+only book for, read and cancel their own bookings; without it the caller is trusted (the
+internal port, see API.md's trust model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from airbourne import validate
+from airbourne.clients.auth import auth_client
+from airbourne.clients.flights import (
+    FlightNotFound,
+    FlightsClient,
+    NotEnoughSeats,
+    Reservation,
+    flights_client,
+)
+from airbourne.http import (
+    JSON,
+    ApiError,
+    bad_request,
+    conflict,
+    exception_handlers,
+    not_found,
+    ok,
+    read_json,
+)
+from airbourne.runtime import Runtime
+from airbourne.services.booking import outbox, store
+from airbourne.services.booking.notifications import Notifications
+from airbourne.services.booking.schema import CANCELLED
+
+logger = logging.getLogger("airbourne.booking")
+
+USER_ID_HEADER = "x-user-id"
+USER_EMAIL_HEADER = "x-user-email"
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_SEATS = 1000
+PAGE = 50
+MAX_PAGE = 500
+
+
+async def create_booking(request: Request) -> Response:
+    body = await read_json(request)
+    flight_id = _body_integer(body, "flightId")
+    user_id = _body_integer(body, "userId")
+    seats = _body_integer(body, "NoOfSeats", maximum=MAX_SEATS)
+    key = _idempotency_key(request)
+    _require_owner(request, user_id)
+    state = request.app.state
+    if key is not None:
+        earlier = await store.find_by_key(state.database, user_id, key)
+        if earlier is not None:
+            return _replay(earlier, flight_id, seats)
+    email = await _email(request, user_id)
+    reservation = await _reserve(state.flights, flight_id, seats)
+
+    def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
+        return state.notifications.booked(
+            booking, reservation.flight_number, reservation.departure_time, email, now
+        )
+
+    try:
+        booking = await store.create_booking(
+            state.database, flight_id=flight_id, user_id=user_id, seats=seats,
+            total_cost=reservation.price * seats, idempotency_key=key, messages=messages,
+        )
+    except store.KeyAlreadyUsed:
+        # A concurrent request with the same key booked first: answer with its booking.
+        assert key is not None  # bookings without a key never clash
+        await _give_back(state.flights, reservation)
+        earlier = await store.find_by_key(state.database, user_id, key)
+        if earlier is None:
+            raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None
+        return _replay(earlier, flight_id, seats)
+    except BaseException:
+        await _give_back(state.flights, reservation)
+        raise
+    state.outbox_wakeup.set()
+    return ok(booking, "Successfully booked the seats")
+
+
+async def list_bookings(request: Request) -> Response:
+    query = request.query_params
+    caller = _caller(request)
+    user_id = validate.integer(query, "userId", required=caller is None, default=caller)
+    _require_owner(request, user_id)
+    limit = validate.integer(query, "limit", maximum=MAX_PAGE, required=False, default=PAGE)
+    offset = validate.integer(query, "offset", minimum=0, required=False, default=0)
+    bookings = await store.list_bookings(request.app.state.database, user_id, limit, offset)
+    return ok(bookings, "Successfully fetched the bookings")
+
+
+async def get_booking(request: Request) -> Response:
+    return ok(await _own_booking(request), "Successfully fetched the booking")
+
+
+async def cancel_booking(request: Request) -> Response:
+    """Cancel a `Booked` booking; cancelling it again answers the same, doing nothing.
+    The seats go back to the flight through the outbox, so a flights outage delays that
+    but does not fail the cancellation."""
+    booking = await _own_booking(request)
+    if booking["status"] == CANCELLED:
+        return ok(booking, "The booking is cancelled")
+    state = request.app.state
+    email = await _email(request, booking["userId"])
+
+    def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
+        release = outbox.release_seats(booking["flightId"], booking["NoOfSeats"])
+        return [release, *state.notifications.cancelled(booking, email, now)]
+
+    cancelled = await store.cancel_booking(state.database, booking["id"], messages)
+    state.outbox_wakeup.set()
+    return ok(cancelled, "The booking is cancelled")
+
+
+async def info(request: Request) -> Response:
+    return JSON({"message": "Response from routes"})
+
+
+def _body_integer(body: Mapping[str, Any], name: str, maximum: int = validate.MAX_INT) -> int:
+    """Like `validate.integer`, but a JSON string is refused: a body carries numbers."""
+    if isinstance(body.get(name), str):
+        raise bad_request(name, "must be an integer")
+    return validate.integer(body, name, maximum=maximum)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    return validate.string({"Idempotency-Key": key}, "Idempotency-Key")
+
+
+def _caller(request: Request) -> int | None:
+    """The user the gateway vouches for, or None for a trusted internal call."""
+    return validate.integer(request.headers, USER_ID_HEADER, required=False, default=None)
+
+
+def _require_owner(request: Request, user_id: int) -> None:
+    caller = _caller(request)
+    if caller is not None and caller != user_id:
+        raise ApiError(
+            403, f"user {caller} may not act on the bookings of user {user_id}",
+            {"field": "userId", "problem": "must be the signed-in user"},
+        )
+
+
+async def _own_booking(request: Request) -> store.Booking:
+    booking_id = validate.path_id(request)
+    booking = await store.get_booking(request.app.state.database, booking_id)
+    if booking is None:
+        raise not_found(f"booking {booking_id}")
+    _require_owner(request, booking["userId"])
+    return booking
+
+
+async def _email(request: Request, user_id: int) -> str:
+    """Where the user's notifications go: the gateway's header, else ask auth."""
+    email = request.headers.get(USER_EMAIL_HEADER)
+    return email or await request.app.state.auth.user_email(user_id)
+
+
+async def _reserve(flights: FlightsClient, flight_id: int, seats: int) -> Reservation:
+    try:
+        return await flights.reserve_seats(flight_id, seats)
+    except FlightNotFound:
+        raise not_found(f"flight {flight_id}") from None
+    except NotEnoughSeats:
+        raise conflict(f"flight {flight_id} has fewer than {seats} free seats") from None
+
+
+async def _give_back(flights: FlightsClient, reservation: Reservation) -> None:
+    """Return the seats of a booking that was not written. Shielded, so a cancelled
+    request still returns them."""
+    try:
+        await asyncio.shield(flights.release_seats(reservation.flight_id, reservation.seats))
+    except Exception:
+        logger.exception(
+            "could not give back %d seats of flight %d after a failed booking",
+            reservation.seats, reservation.flight_id,
+        )
+
+
+def _replay(earlier: store.Booking, flight_id: int, seats: int) -> Response:
+    """The answer to a retry: the booking the key made first, if the request is the same."""
+    if (earlier["flightId"], earlier["NoOfSeats"]) != (flight_id, seats):
+        raise conflict(f"{IDEMPOTENCY_HEADER} was already used for a different booking")
+    return ok(earlier, "Successfully booked the seats")
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    settings = runtime.config["booking"]
+    app = Starlette(
+        routes=[
+            Mount(
+                "/api/v1",
+                routes=[
+                    Route("/info", info, methods=["GET"]),
+                    Route("/bookings", create_booking, methods=["POST"]),
+                    Route("/bookings", list_bookings, methods=["GET"]),
+                    Route("/bookings/{id}", get_booking, methods=["GET"]),
+                    Route("/bookings/{id}/cancel", cancel_booking, methods=["POST"]),
+                ],
+            )
+        ],
+        exception_handlers=exception_handlers,
+    )
+    app.state.database = runtime.database("booking")
+    app.state.flights = flights_client(runtime)
+    app.state.auth = auth_client(runtime)
+    app.state.notifications = Notifications(
+        routing_key=runtime.config["broker"]["reminder_binding_key"],
+        reminder_lead=timedelta(hours=settings["reminder_before_departure_hours"]),
+    )
+    app.state.outbox_wakeup = asyncio.Event()  # set after each commit that wrote outbox rows
+    return app

@@ -1,0 +1,223 @@
+"""The transactional outbox: work written in the same transaction as the booking change that
+calls for it, and the relay that carries it out afterwards.
+
+A booking commits its row and its messages together, so a message exists exactly when the
+booking does; the relay then publishes each message to the broker, or for `release_seats`
+gives the seats of a cancelled booking back to the flights service, and marks the row sent.
+A broker or flights outage only delays rows: they stay unsent and are tried again with a
+backoff, while bookings go on. Delivery is at least once: a row whose work was done but not
+yet marked sent (a crash in between) is done again, which the reminder tolerates by
+ignoring message ids it has seen.
+
+One relay per booking database is assumed: two relays would both take the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from databases import Database
+from databases.core import Connection
+
+from airbourne.broker import Broker, BrokerUnavailable
+from airbourne.clients.errors import ServiceUnavailable
+from airbourne.clients.flights import FlightNotFound, FlightsClient, TooManySeatsReleased
+from airbourne.db import utcnow
+from airbourne.http import dumps
+from airbourne.services.booking.schema import outbox
+
+if TYPE_CHECKING:
+    from airbourne.runtime import Runtime
+
+logger = logging.getLogger("airbourne.booking.outbox")
+
+RELEASE_SEATS = "release_seats"
+BATCH_SIZE = 200
+MAX_BACKOFF_SECONDS = 30.0
+
+PUBLISH = "publish"
+RELEASE = "release"
+"""The two lanes of work, each with its own backoff, so that a broker outage does not hold up
+seat releases and a flights outage does not hold up notifications."""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    kind: str
+    routing_key: str
+    body: str
+
+
+def release_seats(flight_id: int, seats: int) -> OutboxMessage:
+    body = dumps({"flightId": flight_id, "seats": seats}).decode()
+    return OutboxMessage(RELEASE_SEATS, routing_key="", body=body)
+
+
+async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
+    """Insert `messages` with one statement, on `conn` (inside the caller's transaction)."""
+    if not messages:
+        return
+    rows = [
+        {
+            "messageId": uuid.uuid4().hex,
+            "kind": message.kind,
+            "routingKey": message.routing_key,
+            "body": message.body,
+            "createdAt": now,
+            "attempts": 0,
+        }
+        for message in messages
+    ]
+    await conn.execute(outbox.insert().values(rows))
+
+
+async def relay(runtime: Runtime) -> None:
+    """Carry out unsent rows until cancelled. Wakes when a booking sets the app's
+    `outbox_wakeup` event, or every `outbox_interval_seconds` to pick up rows left over."""
+    state = runtime.apps["booking"].state
+    interval = runtime.config["booking"]["outbox_interval_seconds"]
+    queue = runtime.config["broker"]["notification_queue"]
+    binding_key = runtime.config["broker"]["reminder_binding_key"]
+    backoffs = {PUBLISH: Backoff(interval), RELEASE: Backoff(interval)}
+    declared: Broker | None = None
+    while True:
+        state.outbox_wakeup.clear()
+        ready = {lane for lane, backoff in backoffs.items() if backoff.ready()}
+        more = False
+        if ready:
+            broker = runtime.broker
+            try:
+                if broker is not declared:
+                    # Keep messages published before the reminder ever subscribed.
+                    await broker.declare(queue, binding_key)
+                    declared = broker
+                taken, failed = await relay_batch(state.database, broker, state.flights, ready)
+            except Exception:
+                logger.exception("outbox: relay step failed")
+                taken, failed = 0, ready
+            for lane in ready:
+                backoffs[lane].record(failed=lane in failed)
+            more = taken == BATCH_SIZE and not failed
+        if not more:
+            pause = min([interval, *(b.remaining() for b in backoffs.values() if not b.ready())])
+            await _nap(state.outbox_wakeup, pause)
+
+
+async def relay_batch(
+    database: Database,
+    broker: Broker,
+    flights: FlightsClient,
+    lanes: Iterable[str] = (PUBLISH, RELEASE),
+    size: int = BATCH_SIZE,
+) -> tuple[int, set[str]]:
+    """Carry out up to `size` unsent rows of `lanes`, oldest first, all at once; mark the
+    ones done as sent with one UPDATE. Returns the number of rows taken and the lanes
+    that had a failure."""
+    rows = await _unsent(database, set(lanes), size)
+    if not rows:
+        return 0, set()
+    errors = await asyncio.gather(*(_carry_out(row, broker, flights) for row in rows))
+    await _record(database, rows, errors)
+    failed = {_lane(row.kind) for row, error in zip(rows, errors) if error is not None}
+    if failed:
+        count = sum(error is not None for error in errors)
+        first = next(error for error in errors if error is not None)
+        logger.warning("outbox: %d of %d rows not done, will retry: %s", count, len(rows), first)
+    return len(rows), failed
+
+
+class Backoff:
+    """When a lane may try again: `first` seconds after a failure, doubling with each
+    failure in a row, at most `cap`; at once after a success."""
+
+    def __init__(self, first: float, cap: float = MAX_BACKOFF_SECONDS) -> None:
+        self.first = first
+        self.cap = max(cap, first)
+        self.failures = 0
+        self._until = 0.0
+
+    def ready(self) -> bool:
+        return self.remaining() <= 0
+
+    def remaining(self) -> float:
+        return self._until - time.monotonic()
+
+    def record(self, failed: bool) -> None:
+        if not failed:
+            self.failures, self._until = 0, 0.0
+            return
+        self.failures += 1
+        self._until = time.monotonic() + min(self.first * 2 ** (self.failures - 1), self.cap)
+
+
+def _lane(kind: str) -> str:
+    return RELEASE if kind == RELEASE_SEATS else PUBLISH
+
+
+async def _unsent(database: Database, lanes: set[str], size: int) -> list[Any]:
+    columns = (outbox.c.id, outbox.c.messageId, outbox.c.kind, outbox.c.routingKey, outbox.c.body)
+    query = (
+        sa.select(*columns)
+        .where(outbox.c.sentAt.is_(None))
+        .order_by(outbox.c.id)
+        .limit(size)
+    )
+    if PUBLISH not in lanes:
+        query = query.where(outbox.c.kind == RELEASE_SEATS)
+    if RELEASE not in lanes:
+        query = query.where(outbox.c.kind != RELEASE_SEATS)
+    async with database.connection() as conn:
+        return await conn.fetch_all(query)
+
+
+async def _carry_out(row: Any, broker: Broker, flights: FlightsClient) -> str | None:
+    """Do what `row` asks; None when done, else why not."""
+    try:
+        if row.kind == RELEASE_SEATS:
+            release = json.loads(row.body)
+            await flights.release_seats(release["flightId"], release["seats"])
+        else:
+            await broker.publish(row.routingKey, row.body.encode(), message_id=row.messageId)
+    except (FlightNotFound, TooManySeatsReleased) as exc:
+        # Trying again cannot help: the flight is gone, or its seats are all free already.
+        logger.error("outbox: row %d: seats not released: %s", row.id, exc)
+    except (BrokerUnavailable, ServiceUnavailable) as exc:
+        return str(exc)
+    except Exception as exc:
+        logger.exception("outbox: row %d (%s) failed", row.id, row.kind)
+        return repr(exc)
+    return None
+
+
+async def _record(database: Database, rows: Sequence[Any], errors: Sequence[str | None]) -> None:
+    done = [row.id for row, error in zip(rows, errors) if error is None]
+    failed: dict[str, list[int]] = defaultdict(list)
+    for row, error in zip(rows, errors):
+        if error is not None:
+            failed[error[:500]].append(row.id)
+    def attempted(ids: list[int]) -> sa.Update:
+        return outbox.update().where(outbox.c.id.in_(ids)).values(attempts=outbox.c.attempts + 1)
+
+    async with database.connection() as conn:
+        if done:
+            await conn.execute(attempted(done).values(sentAt=utcnow()))
+        for error, ids in failed.items():
+            await conn.execute(attempted(ids).values(lastError=error))
+
+
+async def _nap(wakeup: asyncio.Event, seconds: float) -> None:
+    """Wait until `wakeup` is set or `seconds` pass. Not `asyncio.wait_for`: on Python 3.11
+    it loses a cancellation that comes as the event is set, and shutdown would hang."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await wakeup.wait()

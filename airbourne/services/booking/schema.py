@@ -1,0 +1,53 @@
+"""The booking service's tables: bookings and the outbox of messages still to be relayed.
+
+`flightId` and `userId` name records of other services, so they carry no foreign key: each
+service owns its own tables (and may have its own database).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from airbourne.db import Migration, create_tables, record_columns, timestamp_column
+
+BOOKED = "Booked"
+CANCELLED = "Cancelled"
+IN_PROCESS = "InProcess"
+
+metadata = sa.MetaData()
+
+bookings = sa.Table(
+    "bookings",
+    metadata,
+    *record_columns(),
+    sa.Column("flightId", sa.Integer, nullable=False),
+    sa.Column("userId", sa.Integer, nullable=False),
+    sa.Column("NoOfSeats", sa.Integer, nullable=False),
+    sa.Column("totalCost", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("idempotencyKey", sa.String(255)),
+    # Two requests with the same key cannot both book; NULL keys never clash.
+    sa.UniqueConstraint("userId", "idempotencyKey", name="uq_bookings_user_key"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("messageId", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("routingKey", sa.String(255), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    timestamp_column("createdAt", nullable=False),
+    timestamp_column("sentAt"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lastError", sa.String(500)),
+    sa.UniqueConstraint("messageId", name="uq_outbox_message"),
+    sa.Index("ix_outbox_unsent", "sentAt", "id"),
+)
+"""A row is unsent while `sentAt` is NULL. `kind` says what relaying it means: publishing
+`body` with `routingKey`, or for `release_seats` giving seats back to the flights service."""
+
+MIGRATIONS = [
+    Migration(1, "bookings and outbox tables", create_tables(bookings, outbox)),
+]

@@ -1,0 +1,106 @@
+"""The booking service's SQL: bookings, written together with their outbox rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+import sqlalchemy as sa
+from databases import Database
+
+from airbourne import db
+from airbourne.services.booking import outbox
+from airbourne.services.booking.outbox import OutboxMessage
+from airbourne.services.booking.schema import BOOKED, CANCELLED, bookings
+
+Booking = dict[str, Any]
+Messages = Callable[[Booking, datetime], Sequence[OutboxMessage]]
+"""Given the booking as written and the time of writing, the outbox rows to go with it."""
+
+RECORD = [
+    bookings.c.id, bookings.c.flightId, bookings.c.userId, bookings.c.NoOfSeats,
+    bookings.c.totalCost, bookings.c.status, bookings.c.createdAt, bookings.c.updatedAt,
+]
+"""The columns of a booking on the wire (the idempotency key stays private)."""
+
+
+class KeyAlreadyUsed(Exception):
+    """Another booking of the same user has this idempotency key."""
+
+
+async def create_booking(
+    database: Database,
+    *,
+    flight_id: int,
+    user_id: int,
+    seats: int,
+    total_cost: int,
+    idempotency_key: str | None,
+    messages: Messages,
+) -> Booking:
+    """Insert a `Booked` booking and its outbox rows in one transaction."""
+    now = db.utcnow()
+    fields = {
+        "flightId": flight_id, "userId": user_id, "NoOfSeats": seats, "totalCost": total_cost,
+        "status": BOOKED,
+    }
+    insert = bookings.insert().values(
+        **fields, idempotencyKey=idempotency_key, createdAt=now, updatedAt=now
+    )
+    stamp = db.iso(now)
+    async with database.connection() as conn:
+        try:
+            async with conn.transaction():
+                booking_id = await conn.execute(insert)
+                booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
+                await outbox.add(conn, messages(booking, now), now)
+        except db.IntegrityErrors:
+            raise KeyAlreadyUsed(idempotency_key) from None
+    return booking
+
+
+async def get_booking(database: Database, booking_id: int) -> Booking | None:
+    row = await database.fetch_one(sa.select(*RECORD).where(bookings.c.id == booking_id))
+    return None if row is None else db.as_dict(row)
+
+
+async def find_by_key(database: Database, user_id: int, key: str) -> Booking | None:
+    row = await database.fetch_one(
+        sa.select(*RECORD).where(bookings.c.userId == user_id, bookings.c.idempotencyKey == key)
+    )
+    return None if row is None else db.as_dict(row)
+
+
+async def list_bookings(
+    database: Database, user_id: int, limit: int, offset: int
+) -> list[Booking]:
+    """The bookings of `user_id`, oldest first."""
+    rows = await database.fetch_all(
+        sa.select(*RECORD)
+        .where(bookings.c.userId == user_id)
+        .order_by(bookings.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [db.as_dict(row) for row in rows]
+
+
+async def cancel_booking(
+    database: Database, booking_id: int, messages: Messages
+) -> Booking | None:
+    """Turn a `Booked` booking `Cancelled` and write its outbox rows, in one transaction.
+    A booking already cancelled is left as it is, so a repeated call writes nothing."""
+    now = db.utcnow()
+    async with database.connection() as conn:
+        async with conn.transaction():
+            changed = await db.rowcount(
+                conn,
+                "UPDATE bookings SET status = :cancelled, updatedAt = :now"
+                " WHERE id = :id AND status = :booked",
+                {"cancelled": CANCELLED, "booked": BOOKED, "now": now, "id": booking_id},
+            )
+            row = await conn.fetch_one(sa.select(*RECORD).where(bookings.c.id == booking_id))
+            if changed:
+                await outbox.add(conn, messages(db.as_dict(row), now), now)
+    return None if row is None else db.as_dict(row)
+

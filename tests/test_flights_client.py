@@ -1,0 +1,93 @@
+"""The flights client: in-process and over HTTP it gives the same answers and the same
+exceptions, and a flights service that cannot be reached is `ServiceUnavailable` at once."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable
+from airbourne.clients.flights import (
+    FlightNotFound,
+    HttpFlights,
+    LocalFlights,
+    NotEnoughSeats,
+    flights_client,
+)
+from airbourne.services import flights
+from airbourne.services.booking import SERVICE as BOOKING
+from booking_support import create_flight
+from support import client, free_port, make_config, started
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
+    async with started(make_config(tmp_path, database_url), [flights.SERVICE]) as runtime:
+        flight = await create_flight(runtime, capacity=10, price=700)
+        local = LocalFlights(runtime.database("flights"))
+        async with client(runtime.apps["flights"]) as http:
+            remote = HttpFlights(http, "http://test")
+
+            assert await local.get_flight(flight["id"]) == await remote.get_flight(flight["id"])
+            assert (await remote.get_flight(flight["id"]))["id"] == flight["id"]
+
+            first = await local.reserve_seats(flight["id"], 3)
+            second = await remote.reserve_seats(flight["id"], 3)
+            assert (first.total_seats, second.total_seats) == (7, 4)
+            for reservation in (first, second):
+                assert reservation.flight_id == flight["id"] and reservation.seats == 3
+                assert reservation.price == 700
+                assert reservation.flight_number == flight["flightNumber"]
+            assert first.departure_time == second.departure_time
+            assert first.departure_time.isoformat() == "2030-10-10T10:00:00"
+
+            assert await local.release_seats(flight["id"], 1) == 5
+            assert await remote.release_seats(flight["id"], 1) == 6
+
+            for client_ in (local, remote):
+                with pytest.raises(NotEnoughSeats):
+                    await client_.reserve_seats(flight["id"], 7)
+                with pytest.raises(FlightNotFound):
+                    await client_.reserve_seats(9999, 1)
+                with pytest.raises(FlightNotFound):
+                    await client_.release_seats(9999, 1)
+                with pytest.raises(FlightNotFound):
+                    await client_.get_flight(9999)
+            assert (await local.get_flight(flight["id"]))["totalSeats"] == 6
+
+
+async def test_a_closed_port_is_unavailable_at_once() -> None:
+    async with httpx.AsyncClient() as http:
+        remote = HttpFlights(http, f"http://127.0.0.1:{free_port()}", timeout=30.0)
+        with anyio.fail_after(10):  # a guard against hanging, far above the connect timeout
+            with pytest.raises(ServiceUnavailable) as raised:
+                await remote.reserve_seats(1, 1)
+    assert not isinstance(raised.value, ServiceTimeout)
+    assert raised.value.status == 503 and raised.value.service == "flights"
+    assert raised.value.message.startswith("flights service unavailable: ")
+
+
+async def test_a_silent_server_is_a_timeout() -> None:
+    with socket.socket() as silent:  # the kernel accepts connections; nobody answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(ServiceTimeout) as raised:
+                await HttpFlights(http, url, timeout=0.2).release_seats(1, 1)
+    assert raised.value.status == 504
+
+
+async def test_the_runtime_picks_local_or_http(tmp_path: Path) -> None:
+    config = make_config(tmp_path, AIRBOURNE_FLIGHTS_URL="http://flights.internal:3002")
+    async with started(config, [flights.SERVICE, BOOKING]) as together:
+        assert isinstance(flights_client(together), LocalFlights)
+    async with started(config, [BOOKING]) as alone:
+        chosen = flights_client(alone)
+        assert isinstance(chosen, HttpFlights)
+        assert chosen.base_url == "http://flights.internal:3002"

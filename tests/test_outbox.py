@@ -1,0 +1,207 @@
+"""The booking outbox and its relay: outages of the broker or of flights delay messages and
+seat releases, never lose or repeat them, and never fail a booking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aio_pika
+import anyio
+import httpx
+import pytest
+
+from airbourne.broker import Message
+from airbourne.clients.flights import HttpFlights
+from airbourne.runtime import Runtime
+from booking_support import booking_runtime, create_flight, eventually, free_seats, outbox_rows
+from support import client, free_port
+
+pytestmark = pytest.mark.anyio
+
+DEPARTURE = "2030-10-10T10:00:00Z"
+
+
+def user(user_id: int) -> dict[str, str]:
+    return {"x-user-id": str(user_id), "x-user-email": f"user{user_id}@example.com"}
+
+
+async def book(http: httpx.AsyncClient, flight_id: int, seats: int, user_id: int) -> dict:
+    answer = await http.post("/api/v1/bookings", json={
+        "flightId": flight_id, "userId": user_id, "NoOfSeats": seats}, headers=user(user_id))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+async def collect(runtime: Runtime) -> list[Message]:
+    """Subscribe to the notification queue; returns the list the messages are added to."""
+    received: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message)
+
+    settings = runtime.config["broker"]
+    queue, binding_key = settings["notification_queue"], settings["reminder_binding_key"]
+    await runtime.broker.subscribe(queue, binding_key, handler)
+    return received
+
+
+async def all_sent(runtime: Runtime) -> bool:
+    return all(row["sentAt"] is not None for row in await outbox_rows(runtime))
+
+
+async def tried_and_failed(runtime: Runtime, kind: str | None = None) -> bool:
+    rows = [row for row in await outbox_rows(runtime) if kind in (None, row["kind"])]
+    return bool(rows) and all(row["attempts"] >= 2 and row["lastError"] and row["sentAt"] is None
+                              for row in rows)
+
+
+def bodies(messages: list[Message]) -> list[dict]:
+    return [json.loads(message.body) for message in messages]
+
+
+def assert_once_each(received: list[Message], rows: list[dict]) -> None:
+    ids = [message.message_id for message in received]
+    assert len(ids) == len(set(ids)), "a message was published twice"
+    assert set(ids) == {row["messageId"] for row in rows if row["kind"] != "release_seats"}
+
+
+async def test_broker_outage_delays_messages_and_loses_none(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        received = await collect(runtime)
+        runtime.broker.set_available(False)
+        flight = await create_flight(runtime, capacity=100, price=1200, departure=DEPARTURE)
+        made = await asyncio.gather(
+            *(book(http, flight["id"], 1 + user % 3, user) for user in range(1, 21))
+        )
+
+        await eventually(lambda: tried_and_failed(runtime))
+        assert received == []
+        runtime.broker.set_available(True)
+        await eventually(lambda: all_sent(runtime))
+        await eventually(lambda: _count_is(received, 40))
+        await anyio.sleep(0.3)  # several relay rounds more: nothing is published again
+        rows = await outbox_rows(runtime)
+        assert len(rows) == 40 and len(received) == 40
+        assert_once_each(received, rows)
+
+        by_booking: dict[int, list[dict]] = {}
+        for body in bodies(received):
+            assert body["service"] == "CREATE_TICKET"
+            by_booking.setdefault(body["data"]["bookingId"], []).append(body["data"])
+        assert set(by_booking) == {booking["id"] for booking in made}
+        for booking in made:
+            tickets = sorted(by_booking[booking["id"]], key=lambda data: data["notificationTime"])
+            confirmation, reminder = tickets
+            text = confirmation["subject"] + " " + confirmation["content"]
+            for fact in (flight["flightNumber"], f"{booking['NoOfSeats']} seat",
+                         str(booking["totalCost"]), str(booking["id"])):
+                assert fact in text
+            assert confirmation["recepientEmail"] == f"user{booking['userId']}@example.com"
+            assert reminder["notificationTime"] == "2030-10-09T10:00:00.000Z"  # 24 h before
+            assert flight["flightNumber"] in reminder["subject"]
+
+
+async def test_no_reminder_when_departure_is_too_close(tmp_path: Path) -> None:
+    soon = datetime.now(timezone.utc) + timedelta(hours=3)
+    async with booking_runtime(tmp_path, None) as (runtime, http):
+        flight = await create_flight(runtime, departure=soon.isoformat(),
+                                     arrival=(soon + timedelta(hours=2)).isoformat())
+        await book(http, flight["id"], 1, 1)
+        assert [row["kind"] for row in await outbox_rows(runtime)] == ["confirmation"]
+
+
+async def test_cancellation_sends_its_messages_and_releases_the_seats(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        received = await collect(runtime)
+        flight = await create_flight(runtime, capacity=20)
+        await book(http, flight["id"], 5, 1)
+        booking = await book(http, flight["id"], 3, 2)
+        answer = await http.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=user(2))
+        assert answer.status_code == 200 and answer.json()["data"]["status"] == "Cancelled"
+
+        await eventually(lambda: all_sent(runtime))
+        await eventually(lambda: _count_is(received, 6))
+        assert await free_seats(runtime, flight["id"]) == 15
+        assert_once_each(received, await outbox_rows(runtime))
+        about = [b for b in bodies(received) if b["data"].get("bookingId") == booking["id"]]
+        assert {"service": "CANCEL_TICKETS", "data": {"bookingId": booking["id"]}} in about
+        notices = [b["data"] for b in about if "cancelled" in b["data"].get("subject", "")]
+        assert len(notices) == 1 and notices[0]["recepientEmail"] == "user2@example.com"
+
+
+async def test_seats_come_back_after_a_flights_outage(tmp_path: Path, database_url: str) -> None:
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        received = await collect(runtime)
+        flight = await create_flight(runtime, capacity=20)
+        await book(http, flight["id"], 5, 1)
+        booking = await book(http, flight["id"], 3, 2)
+        state = runtime.apps["booking"].state
+        nobody = f"http://127.0.0.1:{free_port()}"
+        state.flights = HttpFlights(runtime.http, nobody)  # flights is down
+
+        answer = await http.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=user(2))
+        assert answer.status_code == 200 and answer.json()["data"]["status"] == "Cancelled"
+        await eventually(lambda: tried_and_failed(runtime, "release_seats"))
+        rows = await outbox_rows(runtime)
+        release = next(row for row in rows if row["kind"] == "release_seats")
+        assert release["lastError"].startswith("flights service unavailable")
+        assert await free_seats(runtime, flight["id"]) == 12
+        # the notifications did not wait for flights
+        await eventually(lambda: _count_is(received, 6))
+
+        async with client(runtime.apps["flights"]) as flights_http:
+            state.flights = HttpFlights(flights_http, "http://test")  # flights is back
+            await eventually(lambda: all_sent(runtime))
+            assert await free_seats(runtime, flight["id"]) == 15  # given back once
+            await anyio.sleep(0.3)
+            assert await free_seats(runtime, flight["id"]) == 15
+
+
+async def test_rabbitmq_gets_every_message_once_when_it_becomes_reachable(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    tag = f"test_booking_{uuid.uuid4().hex[:10]}"
+    names = {"AIRBOURNE_BROKER_EXCHANGE": tag, "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": tag,
+             "AIRBOURNE_BROKER_REMINDER_BINDING_KEY": tag}
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    try:
+        down = booking_runtime(tmp_path, None, AIRBOURNE_BROKER_URL=nowhere, **names)
+        async with down as (runtime, http):
+            flight = await create_flight(runtime, capacity=50)
+            for n in range(1, 11):
+                await book(http, flight["id"], 2, n)
+            await eventually(lambda: tried_and_failed(runtime))
+
+        up = booking_runtime(tmp_path, None, AIRBOURNE_BROKER_URL=amqp_url, **names)
+        async with up as (runtime, _):
+            received = await collect(runtime)
+            await eventually(lambda: all_sent(runtime))
+            await eventually(lambda: _count_is(received, 20))
+            await anyio.sleep(0.3)
+            assert len(received) == 20
+            assert_once_each(received, await outbox_rows(runtime))
+    finally:
+        await _delete_topology(amqp_url, tag)
+
+
+async def _count_is(received: list, count: int) -> bool:
+    assert len(received) <= count, f"{len(received)} messages, expected {count}"
+    return len(received) == count
+
+
+async def _delete_topology(amqp_url: str, name: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (name, f"{name}.dead"):
+            await channel.queue_delete(queue)
+        for exchange in (name, f"{name}.dlx"):
+            await channel.exchange_delete(exchange)
