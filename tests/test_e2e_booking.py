@@ -1,0 +1,166 @@
+"""End to end, as real processes: bookings through the gateway turn into emails, and a
+booking service in one process books seats of a flights service in another."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import email
+import email.policy
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailserver import MailServer
+from processes import Airbourne
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "password123"
+
+
+def post(url: str, body: dict, status: int = 201, **kwargs) -> dict:
+    answer = httpx.post(url, json=body, timeout=10, **kwargs)
+    assert answer.status_code == status, answer.text
+    return answer.json()["data"]
+
+
+def flight(flights: str, capacity: int, departure: str = "2030-10-10T10:00:00Z") -> dict:
+    """A new flight of `capacity` seats, with its cities, airports and airplane."""
+    tag = uuid.uuid4().hex[:8]
+    ids = []
+    for city in ("Lisbon", "Oslo"):
+        place = post(f"{flights}/api/v1/city", {"name": f"{city} {tag}"})
+        port = post(f"{flights}/api/v1/airports",
+                    {"name": f"{city} airport {tag}", "address": "Terminal 1", "cityId": place["id"]})
+        ids.append(port["id"])
+    plane = post(f"{flights}/api/v1/airplane", {"modelNumber": "A320", "capacity": capacity})
+    return post(f"{flights}/api/v1/flights", {
+        "flightNumber": f"AB{tag}", "airplaneId": plane["id"], "departureAirportID": ids[0],
+        "arrivalAirportId": ids[1], "departureTime": departure,
+        "arrivalTime": departure.replace("T10", "T14"), "price": 5000,
+    })
+
+
+def sign_in(auth: str, email_address: str) -> dict:
+    post(f"{auth}/api/v1/signup", {"email": email_address, "password": PASSWORD})
+    return post(f"{auth}/api/v1/signin", {"email": email_address, "password": PASSWORD}, 200)
+
+
+def book(gateway: str, user: dict, flight_id: int, seats: int) -> httpx.Response:
+    return httpx.post(
+        f"{gateway}/bookingservice/api/v1/bookings",
+        json={"flightId": flight_id, "userId": user["id"], "NoOfSeats": seats},
+        headers={"x-access-token": user["token"]}, timeout=20,
+    )
+
+
+def wait_for(check, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {seconds}s: {check.__doc__ or check}")
+
+
+def test_a_booking_becomes_an_eml_file_in_the_outbox(tmp_path: Path) -> None:
+    """The embedded defaults: a booking through the gateway turns into a confirmation email
+    in data/outbox, well within the reminder's send interval."""
+    data = tmp_path / "data"
+    with Airbourne(data, services="all").start(expect=5) as server:
+        ada = sign_in(server.url("auth"), "ada@example.com")
+        trip = flight(server.url("flights"), capacity=10)
+        answer = book(server.url("gateway"), ada, trip["id"], 2)
+        assert answer.status_code == 200, answer.text
+        booking = answer.json()["data"]
+        assert booking["totalCost"] == 2 * 5000 and booking["status"] == "Booked"
+
+        def written() -> list[Path]:
+            """a confirmation .eml file in the outbox folder"""
+            return sorted((data / "outbox").glob("*.eml"))
+
+        files = wait_for(written, seconds=8)  # under the 10 s send interval
+        message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+        assert message["To"] == "ada@example.com"
+        assert trip["flightNumber"] in message["Subject"]
+        body = message.get_content()
+        assert "2" in body and "10000" in body and str(booking["id"]) in body
+        assert server.stop() == 0
+
+
+def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(tmp_path: Path, mysql_url: str,
+                                                           amqp_url: str) -> None:
+    """Production parts: MariaDB, RabbitMQ (its own exchange and queue) and a real SMTP
+    server receive a booking made through the gateway and deliver its email."""
+    name = uuid.uuid4().hex[:8]
+    with MailServer() as smtp:
+        env = {
+            "AIRBOURNE_DATABASE_URL": mysql_url,
+            "AIRBOURNE_BROKER_URL": amqp_url,
+            "AIRBOURNE_BROKER_EXCHANGE": f"e2e-{name}",
+            "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": f"e2e-notifications-{name}",
+            "AIRBOURNE_MAIL_TRANSPORT": "smtp",
+            "AIRBOURNE_MAIL_SMTP_PORT": str(smtp.port),
+        }
+        with Airbourne(tmp_path / "data", services="all", env=env).start(expect=5) as server:
+            grace = sign_in(server.url("auth"), "grace@example.com")
+            trip = flight(server.url("flights"), capacity=10)
+            answer = book(server.url("gateway"), grace, trip["id"], 3)
+            assert answer.status_code == 200, answer.text
+
+            def delivered():
+                """the confirmation email reached the SMTP server"""
+                return smtp.received
+
+            received = wait_for(delivered, seconds=20)
+            assert received[0].recipients == ["grace@example.com"]
+            assert trip["flightNumber"] in received[0].message["Subject"]
+            assert "15000" in received[0].body
+            assert server.stop() == 0
+
+
+def test_split_mode_books_seats_of_a_flights_service_in_another_process(tmp_path: Path,
+                                                                       database_url: str) -> None:
+    """`--services flights` in one process; auth, booking and gateway in another, reaching
+    flights over HTTP. Concurrent bookings still never oversell, cancellation gives the
+    seats back across the wire, and a flights outage is a clear 503, not a hang."""
+    env = {"AIRBOURNE_DATABASE_URL": database_url} if database_url.startswith("mysql") else {}
+    flights_side = Airbourne(tmp_path / "flights", services="flights", env=env).start(expect=1)
+    try:
+        flights = flights_side.url("flights")
+        rest_env = {**env, "AIRBOURNE_FLIGHTS_URL": flights,
+                    "AIRBOURNE_BOOKING_OUTBOX_INTERVAL_SECONDS": "0.2"}
+        with Airbourne(tmp_path / "rest", services="auth,booking,gateway",
+                       env=rest_env).start(expect=3) as rest:
+            gateway = rest.url("gateway")
+            users = [sign_in(rest.url("auth"), f"user{i}@example.com") for i in range(4)]
+            trip = flight(flights, capacity=20)
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+                answers = list(pool.map(lambda i: book(gateway, users[i % 4], trip["id"], 1),
+                                        range(40)))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [200] * 20 + [409] * 20
+
+            def free_seats() -> int:
+                return httpx.get(f"{flights}/api/v1/flights/{trip['id']}").json()["data"]["totalSeats"]
+
+            assert free_seats() == 0
+            first = next(a.json()["data"] for a in answers if a.status_code == 200)
+            owner = next(u for u in users if u["id"] == first["userId"])
+            cancel = httpx.post(f"{gateway}/bookingservice/api/v1/bookings/{first['id']}/cancel",
+                                headers={"x-access-token": owner["token"]}, timeout=10)
+            assert cancel.status_code == 200 and cancel.json()["data"]["status"] == "Cancelled"
+            wait_for(lambda: free_seats() == 1, seconds=15)
+
+            assert flights_side.stop() == 0
+            answer = book(gateway, users[0], trip["id"], 1)  # its client times out, not hangs
+            assert answer.status_code == 503, answer.text
+            assert "flights" in answer.json()["message"]
+    finally:
+        if flights_side.process.poll() is None:
+            flights_side.stop()
