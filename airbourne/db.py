@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,10 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 logger = logging.getLogger("airbourne.db")
+
+# MariaDB answers `CREATE ... IF NOT EXISTS` on an existing object with a note, which
+# aiomysql raises as a Python warning at every start; it is the expected case, not news.
+warnings.filterwarnings("ignore", r".*(already exists|database exists)", pymysql.err.Warning)
 
 
 def timestamp_column(name: str, **kwargs: Any) -> sa.Column:
