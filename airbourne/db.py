@@ -15,6 +15,8 @@ gaps in `databases` 0.9:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 import sqlite3
@@ -22,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 import aiosqlite
 import pymysql
@@ -36,9 +38,14 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 logger = logging.getLogger("airbourne.db")
 
-# MariaDB answers `CREATE ... IF NOT EXISTS` on an existing object with a note, which
-# aiomysql raises as a Python warning at every start; it is the expected case, not news.
-warnings.filterwarnings("ignore", r".*(already exists|database exists)", pymysql.err.Warning)
+
+@contextlib.contextmanager
+def _quiet_ddl() -> Iterator[None]:
+    """MariaDB answers `CREATE ... IF NOT EXISTS` on an existing object with a note, which
+    aiomysql raises as a Python warning at every start: the expected case, not news."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*(already exists|database exists)", pymysql.err.Warning)
+        yield
 
 
 def timestamp_column(name: str, **kwargs: Any) -> sa.Column:
@@ -77,15 +84,25 @@ def as_dict(row: Any) -> dict[str, Any]:
 
 
 class _PooledSQLite(SQLitePool):
-    """Keeps up to `size` aiosqlite connections open instead of one per acquire."""
+    """At most `size` aiosqlite connections, kept open and shared; an acquire waits for a
+    free one instead of opening another (each is a thread).
+
+    SQLite lets one writer in at a time, and a connection that finds the file locked waits
+    in SQLite's busy handler, which sleeps in growing steps (1 ms up to 100 ms) while
+    others keep taking the lock: under load some writers starve for seconds. One
+    connection per file (the default `SQLITE_CONNECTIONS`) queues statements here instead,
+    in order, without sleeping. Other processes on the same file still meet the busy
+    handler, bounded by the busy timeout.
+    """
 
     def __init__(self, url: DatabaseURL, size: int, busy_timeout: float) -> None:
         super().__init__(url)
         self._idle: list[aiosqlite.Connection] = []
-        self._size = size
+        self._slots = asyncio.Semaphore(size)
         self._busy_timeout = busy_timeout
 
     async def acquire(self) -> aiosqlite.Connection:
+        await self._slots.acquire()
         if self._idle:
             return self._idle.pop()
         opening = asyncio.ensure_future(self._open())
@@ -94,7 +111,11 @@ class _PooledSQLite(SQLitePool):
         except asyncio.CancelledError:
             # A task cancelled while connecting (a background job at shutdown): finish and
             # close the connection, or its thread outlives the event loop and fails there.
+            self._slots.release()
             await (await opening).close()
+            raise
+        except BaseException:
+            self._slots.release()
             raise
 
     async def _open(self) -> aiosqlite.Connection:
@@ -106,10 +127,13 @@ class _PooledSQLite(SQLitePool):
         return connection
 
     async def release(self, connection: aiosqlite.Connection) -> None:
-        if len(self._idle) < self._size and connection.in_transaction is False:
-            self._idle.append(connection)
-        else:
-            await connection.close()
+        try:
+            if connection.in_transaction:  # abandoned mid-transaction: do not reuse it
+                await connection.close()
+            else:
+                self._idle.append(connection)
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         while self._idle:
@@ -125,14 +149,19 @@ IntegrityErrors = (sqlite3.IntegrityError, pymysql.err.IntegrityError)
 foreign key): `except db.IntegrityErrors` turns it into a 409 or 404 at the source."""
 
 
+SQLITE_CONNECTIONS = 1
+"""Connections per SQLite file in one process: see `_PooledSQLite`."""
+
+
 async def connect(url: str, pool_size: int = 10, busy_timeout: float = 10.0) -> Database:
-    """Open a pool on `url`, creating the SQLite folder or the MySQL database if missing."""
+    """Open a pool on `url`, creating the SQLite folder or the MySQL database if missing.
+    `pool_size` is the MySQL pool's; SQLite gets `SQLITE_CONNECTIONS`."""
     parsed = DatabaseURL(url)
     if parsed.dialect == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         database = Database(url)
-        database._backend._pool = _PooledSQLite(parsed, pool_size, busy_timeout)
+        database._backend._pool = _PooledSQLite(parsed, SQLITE_CONNECTIONS, busy_timeout)
         await database.connect()
         async with database.connection() as conn:
             await conn.execute("PRAGMA journal_mode = WAL")
@@ -175,7 +204,8 @@ async def _create_mysql_database(url: DatabaseURL) -> None:
     )
     try:
         async with conn.cursor() as cursor:
-            await cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+            with _quiet_ddl():
+                await cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
     finally:
         conn.close()
 
@@ -185,20 +215,80 @@ async def _create_mysql_database(url: DatabaseURL) -> None:
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
 
+@functools.lru_cache(maxsize=256)
 def _pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
-async def rowcount(conn: Connection, sql: str, values: Mapping[str, Any]) -> int:
-    """Run one statement (`:name` parameters) and return the number of rows it matched."""
+@dataclass(frozen=True)
+class Outcome:
+    rowcount: int
+    """Rows the statement matched (MySQL connections set FOUND_ROWS, as SQLite counts)."""
+    lastrowid: int | None
+
+
+async def run(conn: Connection, sql: str, values: Mapping[str, Any]) -> Outcome:
+    """Run one statement (`:name` parameters) on the driver connection.
+
+    For the statements of the booking path: `databases` compiles a SQLAlchemy statement
+    again on every execution, which profiling showed to be a fifth of the event loop's time
+    under load; a plain SQL string costs nothing to prepare.
+    """
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
-        values = {name: _sqlite_value(value) for name, value in values.items()}
-        async with raw.execute(sql, values) as cursor:
-            return cursor.rowcount
+        async with raw.execute(sql, _sqlite_values(values)) as cursor:
+            return Outcome(cursor.rowcount, cursor.lastrowid)
     async with raw.cursor() as cursor:
         await cursor.execute(_pyformat(sql), values)
-        return cursor.rowcount
+        return Outcome(cursor.rowcount, cursor.lastrowid)
+
+
+async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run one statement for each of `rows` (MySQL sends an INSERT as one multi-row INSERT)."""
+    raw = conn.raw_connection
+    if isinstance(raw, aiosqlite.Connection):
+        await raw.executemany(sql, [_sqlite_values(row) for row in rows])
+        return
+    async with raw.cursor() as cursor:
+        await cursor.executemany(_pyformat(sql), rows)
+
+
+async def fetch_one(
+    conn: Connection, sql: str, values: Mapping[str, Any], times: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """The first row of a SELECT as a dict; the columns named in `times` as date-times
+    (SQLite returns them as text)."""
+    raw = conn.raw_connection
+    if isinstance(raw, aiosqlite.Connection):
+        async with raw.execute(sql, _sqlite_values(values)) as cursor:
+            row, names = await cursor.fetchone(), [d[0] for d in cursor.description]
+    else:
+        async with raw.cursor() as cursor:
+            await cursor.execute(_pyformat(sql), values)
+            row, names = await cursor.fetchone(), [d[0] for d in cursor.description]
+    if row is None:
+        return None
+    found = dict(zip(names, row))
+    for name in times:
+        if isinstance(found[name], str):
+            found[name] = datetime.fromisoformat(found[name])
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def insert_sql(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """`INSERT INTO table (columns) VALUES (:column, ...)`, built once per column set."""
+    names = ", ".join(columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(':' + c for c in columns)})"
+
+
+async def rowcount(conn: Connection, sql: str, values: Mapping[str, Any]) -> int:
+    """Run one statement (`:name` parameters) and return the number of rows it matched."""
+    return (await run(conn, sql, values)).rowcount
+
+
+def _sqlite_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _sqlite_value(value) for name, value in values.items()}
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -229,13 +319,17 @@ def create_tables(*tables: sa.Table) -> Apply:
 
     async def apply(conn: Connection, dialect_name: str) -> None:
         dialect = _DIALECTS[dialect_name]
-        for table in tables:
-            await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
-            for index in table.indexes:
-                ddl = CreateIndex(index, if_not_exists=True).compile(dialect=dialect)
-                await conn.execute(str(ddl))
+        with _quiet_ddl():
+            await _create(conn, dialect, tables)
 
     return apply
+
+
+async def _create(conn: Connection, dialect: Any, tables: Sequence[sa.Table]) -> None:
+    for table in tables:
+        await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        for index in table.indexes:
+            await conn.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
 
 
 _DIALECTS = {"sqlite": sqlite.dialect(), "mysql": mysql.dialect()}

@@ -32,6 +32,7 @@ from databases.core import Connection
 from airbourne.broker import Broker, BrokerUnavailable
 from airbourne.clients.errors import ServiceUnavailable
 from airbourne.clients.flights import FlightNotFound, FlightsClient, TooManySeatsReleased
+from airbourne import db
 from airbourne.db import utcnow
 from airbourne.http import dumps
 from airbourne.services.booking.schema import outbox
@@ -78,7 +79,7 @@ async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime
         }
         for message in messages
     ]
-    await conn.execute(outbox.insert().values(rows))
+    await db.run_many(conn, db.insert_sql(outbox, tuple(rows[0])), rows)
 
 
 async def relay(runtime: Runtime) -> None:

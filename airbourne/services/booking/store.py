@@ -44,14 +44,12 @@ async def create_booking(
         "flightId": flight_id, "userId": user_id, "NoOfSeats": seats, "totalCost": total_cost,
         "status": BOOKED,
     }
-    insert = bookings.insert().values(
-        **fields, idempotencyKey=idempotency_key, createdAt=now, updatedAt=now
-    )
+    row = {**fields, "idempotencyKey": idempotency_key, "createdAt": now, "updatedAt": now}
     stamp = db.iso(now)
     async with database.connection() as conn:
         try:
             async with conn.transaction():
-                booking_id = await conn.execute(insert)
+                booking_id = (await db.run(conn, db.insert_sql(bookings, tuple(row)), row)).lastrowid
                 booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
                 await outbox.add(conn, messages(booking, now), now)
         except db.IntegrityErrors:

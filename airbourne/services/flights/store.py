@@ -243,9 +243,10 @@ async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reser
     if flight is None:
         raise FlightNotFound(flight_id)
     if not changed:
-        raise NotEnoughSeats(flight_id, seats, flight.totalSeats)
+        raise NotEnoughSeats(flight_id, seats, flight["totalSeats"])
     return Reservation(
-        flight_id, seats, flight.price, flight.totalSeats, flight.flightNumber, flight.departureTime
+        flight_id, seats, flight["price"], flight["totalSeats"], flight["flightNumber"],
+        flight["departureTime"],
     )
 
 
@@ -259,26 +260,29 @@ async def release_seats(database: Database, flight_id: int, seats: int) -> int:
     if flight is None:
         raise FlightNotFound(flight_id)
     if not changed:
-        raise TooManySeatsReleased(flight_id, seats, flight.totalSeats, flight.capacity)
-    return flight.totalSeats
+        raise TooManySeatsReleased(flight_id, seats, flight["totalSeats"], flight["capacity"])
+    return flight["totalSeats"]
 
 
 async def _change_seats(
     database: Database, sql: str, flight_id: int, seats: int
-) -> tuple[bool, Record | None]:
+) -> tuple[bool, dict[str, Any] | None]:
     """Run a conditional seat update; whether it matched, and the flight as it left it.
 
     The read is in the update's transaction, so the free seats it returns are the ones this
-    change left, not a later booking's.
+    change left, not a later booking's. Plain SQL: this runs for every booking.
     """
     if seats < 1:
         raise ValueError(f"seats must be a positive integer, got {seats}")
-    query = sa.select(
-        flights.c.price, flights.c.totalSeats, flights.c.capacity,
-        flights.c.flightNumber, flights.c.departureTime,
-    ).where(flights.c.id == flight_id)
     values = {"seats": seats, "id": flight_id, "now": db.utcnow()}
     async with database.connection() as conn:
         async with conn.transaction():
             changed = await db.rowcount(conn, sql, values)
-            return changed == 1, await conn.fetch_one(query)
+            read = {"id": flight_id}
+            flight = await db.fetch_one(conn, _SEATS_READ, read, times=("departureTime",))
+    return changed == 1, flight
+
+
+_SEATS_READ = (
+    "SELECT price, totalSeats, capacity, flightNumber, departureTime FROM flights WHERE id = :id"
+)

@@ -52,7 +52,8 @@ async def create_ticket(
     values.setdefault("bookingId", None)
     values.setdefault("mailFrom", None)
     try:
-        ticket_id = await database.execute(tickets.insert().values(**values))
+        async with database.connection() as conn:
+            ticket_id = (await db.run(conn, db.insert_sql(tickets, tuple(values)), values)).lastrowid
     except db.IntegrityErrors:
         if message_id is None:
             raise
@@ -123,12 +124,16 @@ async def claim_due(
 
 async def mark_sent(database: Database, ticket: Mapping[str, Any]) -> None:
     """Record that the claimed `ticket` was sent, and release the claim."""
-    await database.execute(
-        tickets.update()
-        .where(tickets.c.id == ticket["id"], tickets.c.claimToken == ticket["claimToken"])
-        .values(status=SUCCESS, attempts=ticket["attempts"] + 1, claimToken=None,
-                claimedUntil=None, updatedAt=db.utcnow())
-    )
+    values = {"id": ticket["id"], "token": ticket["claimToken"], "success": SUCCESS,
+              "attempts": ticket["attempts"] + 1, "now": db.utcnow()}
+    async with database.connection() as conn:
+        await db.run(conn, _MARK_SENT, values)
+
+
+_MARK_SENT = (
+    "UPDATE tickets SET status = :success, attempts = :attempts, claimToken = NULL,"
+    " claimedUntil = NULL, updatedAt = :now WHERE id = :id AND claimToken = :token"
+)
 
 
 async def mark_failed(
