@@ -8,7 +8,7 @@ PATCH can tell "absent" from "set to null".
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from starlette.requests import Request
@@ -93,15 +93,41 @@ def timestamp(
         return value
     if not isinstance(value, str):
         raise bad_request(name, "must be an ISO 8601 date-time string")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise bad_request(name, "must be an ISO 8601 date-time string") from None
+    parsed = _iso(value.strip())
+    if parsed is None:
+        raise bad_request(name, "must be an ISO 8601 date-time string")
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     if not 1970 <= parsed.year <= 9999:
         raise bad_request(name, "must be a date between the years 1970 and 9999")
     return parsed
+
+
+_LOOSE_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?"
+)
+
+
+def _iso(text: str) -> datetime | None:
+    """ISO 8601, or the looser form the old platform's clients send: the seed's k6 script
+    writes `2025-10-10T0:00:00Z` (hour not padded) and arrivals at `T24:00`/`T25:00`, which
+    JavaScript and MySQL read as the next day. So an hour past 23 rolls into the next day."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    match = _LOOSE_TIME.fullmatch(text)
+    if match is None:
+        return None
+    day, hours, minutes, seconds, fraction, zone = match.groups()
+    if int(minutes) > 59 or int(seconds or 0) > 59 or int(hours) > 47:
+        return None
+    try:
+        start = datetime.fromisoformat(f"{day}T00:00:00{(zone or '').replace('Z', '+00:00')}")
+    except ValueError:
+        return None
+    return start + timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds or 0),
+                             microseconds=round(float(fraction or 0) * 1_000_000))
 
 
 def path_id(request: Request, name: str = "id") -> int:

@@ -441,3 +441,27 @@ async def test_unknown_routes_and_methods(local_api: httpx.AsyncClient) -> None:
     failed(await local_api.get("/api/v2/city"), 404)
     failed(await local_api.put("/api/v1/city/1", json={"name": "x"}), 405)
     failed(await local_api.delete("/api/v1/city"), 405)
+
+
+def seed_flight_times(index: int) -> tuple[str, str]:
+    """The departure and arrival the seed's last k6 script writes for flight `index`, as its
+    JavaScript template literals produce them: hours not padded, arrivals up to T25."""
+    day = 10 + index // 24
+    return (f"2025-10-{day}T{index % 24}:00:00Z", f"2025-10-{day}T{index % 24 + 2}:00:00Z")
+
+
+async def test_the_seed_scripts_flight_times_are_accepted(local_api: httpx.AsyncClient) -> None:
+    """The old platform's load test must work unchanged: all 50 of its flights are created,
+    an hour past 23 rolling into the next day as JavaScript and MySQL read it."""
+    airplane = await new_airplane(local_api)
+    departure, arrival = await new_airport(local_api), await new_airport(local_api)
+    created = []
+    for index in range(50):
+        leaves, lands = seed_flight_times(index)
+        body = flight_body(airplane, departure, arrival, departureTime=leaves, arrivalTime=lands)
+        created.append(await post(local_api, "flights", body))
+    assert created[0]["departureTime"] == "2025-10-10T00:00:00.000Z"
+    assert created[22]["arrivalTime"] == "2025-10-11T00:00:00.000Z"  # T24:00
+    assert created[23]["departureTime"] == "2025-10-10T23:00:00.000Z"
+    assert created[23]["arrivalTime"] == "2025-10-11T01:00:00.000Z"  # T25:00
+    assert created[49]["departureTime"] == "2025-10-12T01:00:00.000Z"

@@ -31,7 +31,8 @@ def test_compose_fills_the_standard_headers():
     assert message["To"] == "ada@example.com"
     assert message["Subject"] == "two lines"
     assert message["Date"] and message["Message-ID"].endswith("@airbourne.test>")
-    assert message.get_content() == "Boarding at gate G7.\nHave a good flight, Ada.\n"
+    received = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert received.get_content() == "Boarding at gate G7.\nHave a good flight, Ada.\n"
     assert message["Message-ID"] != reminder_email()["Message-ID"]
 
 

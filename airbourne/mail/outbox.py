@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 
 import anyio
@@ -23,7 +23,7 @@ class OutboxMailer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         data = message.as_bytes()
         try:
             await anyio.to_thread.run_sync(self._write, data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 
@@ -33,7 +33,7 @@ class SmtpMailer:
         self.password = password
         self.timeout = timeout
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         try:
             await aiosmtplib.send(
                 message,
