@@ -10,7 +10,8 @@ from typing import Awaitable, Callable, Sequence
 
 from airbourne import config as config_module
 from airbourne.config import Config, ConfigError
-from airbourne.runtime import StartupError, bind_all, serve
+from airbourne.runtime import StartupError, bind_all, migrate, serve
+from airbourne.workers import run as run_workers
 
 DESCRIPTION = """\
 Airbourne: a flight-booking platform. Each service (auth, flights, booking, reminder,
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--services", default="all", metavar="LIST",
         help=f"'all' or a comma list of: {names} (default: all)",
+    )
+    serve_cmd.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="worker processes sharing the ports, to use N cores (default: 1)",
     )
     _config_argument(serve_cmd)
 
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_module.load(args.config)
         _setup_logging(config)
         if args.command == "serve":
-            return _serve(config, args.services)
+            return _serve(config, args.services, args.workers)
         return _run(_grant(config, args.email, args.role))
     except (ConfigError, StartupError) as exc:
         print(f"airbourne: {exc}", file=sys.stderr)
@@ -70,9 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _serve(config: Config, selection: str) -> int:
+def _serve(config: Config, selection: str, workers: int = 1) -> int:
     from airbourne.services import SERVICES
 
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers must be between 1 and 64, got {workers}")
     if selection.strip() == "all":
         names = list(SERVICES)
     else:
@@ -83,13 +90,25 @@ def _serve(config: Config, selection: str) -> int:
                 f"unknown service {', '.join(unknown) or repr(selection)}; "
                 f"choose from: all, {', '.join(SERVICES)}"
             )
-    names = [name for name in SERVICES if name in names]
-    sockets = bind_all(config, names)
-    return _run(serve(config, [SERVICES[name] for name in names], sockets, announce=_announce))
+    services = [SERVICES[name] for name in SERVICES if name in names]
+    sockets = bind_all(config, [service.name for service in services])
+    if workers == 1:
+        return _run(serve(config, services, sockets, announce=_announce))
+    _run(migrate(config, services))
+
+    def work(index: int) -> int:
+        announce = _announce if index == 0 else _silent
+        return _run(serve(config, services, sockets, announce, background=index == 0))
+
+    return run_workers(workers, work)
 
 
 def _announce(line: str) -> None:
     print(line, flush=True)
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 async def _grant(config: Config, email: str, role: str) -> int:

@@ -34,8 +34,12 @@ class StartupError(Exception):
 
 
 class Runtime:
-    def __init__(self, config: Config, services: Iterable[Service]) -> None:
+    def __init__(
+        self, config: Config, services: Iterable[Service], background: bool = True
+    ) -> None:
         self.config = config
+        self.background = background
+        """Whether this process runs the services' background jobs (see workers.py)."""
         self.services = {service.name: service for service in services}
         self.broker = broker_module.create(config["broker"])
         self.apps: dict[str, Starlette] = {}
@@ -70,6 +74,16 @@ class Runtime:
         self._tasks.append(task)
 
     async def start(self) -> None:
+        await self.open_databases()
+        await self.broker.start()
+        for service in self.services.values():
+            self.apps[service.name] = service.create_app(self)
+        for service in self.services.values():
+            for job in service.background if self.background else ():
+                self.spawn(f"{service.name}:{job.__name__}", lambda job=job: job(self))
+
+    async def open_databases(self) -> None:
+        """Open one pool per distinct database URL and apply each service's migrations."""
         database = self.config["database"]
         for service in self.services.values():
             if not service.uses_database:
@@ -83,12 +97,6 @@ class Runtime:
                 except Exception as exc:
                     raise StartupError(f"{service.name}: cannot open database {_safe(url)}: {exc}") from exc
             await db.migrate(self._databases[url], service.name, service.migrations)
-        await self.broker.start()
-        for service in self.services.values():
-            self.apps[service.name] = service.create_app(self)
-        for service in self.services.values():
-            for job in service.background:
-                self.spawn(f"{service.name}:{job.__name__}", lambda job=job: job(self))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -146,14 +154,25 @@ def bind_all(config: Config, names: Iterable[str]) -> dict[str, socket.socket]:
     return sockets
 
 
+async def migrate(config: Config, services: Iterable[Service]) -> None:
+    """Create or upgrade the tables of `services`, then let go of the databases (done once
+    by the parent before it forks workers)."""
+    runtime = Runtime(config, [service for service in services if service.uses_database])
+    try:
+        await runtime.open_databases()
+    finally:
+        await runtime.stop()
+
+
 async def serve(
     config: Config,
     services: Iterable[Service],
     sockets: dict[str, socket.socket],
     announce: Callable[[str], None] = print,
+    background: bool = True,
 ) -> None:
     """Run `services` on the already bound `sockets` until SIGINT or SIGTERM."""
-    runtime = Runtime(config, services)
+    runtime = Runtime(config, services, background)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -32,6 +32,8 @@ class Airbourne:
         }
         self.process: subprocess.Popen | None = None
         self.announced: dict[str, str] = {}
+        self.start_args: list[str] = []
+        """More arguments for `airbourne serve`, e.g. ["--workers", "2"]."""
         self.errors: list[str] = []
 
     @property
@@ -45,7 +47,8 @@ class Airbourne:
     def start(self, expect: int, timeout: float = 30.0) -> "Airbourne":
         """Start and wait until `expect` services have printed their URL line."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airbourne", "serve", "--services", self.services],
+            [sys.executable, "-m", "airbourne", "serve", "--services", self.services,
+             *self.start_args],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         lines: queue.Queue[str] = queue.Queue()

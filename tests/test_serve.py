@@ -2,6 +2,7 @@
 
 import signal
 import socket
+import time
 
 import httpx
 import pytest
@@ -72,3 +73,44 @@ def test_bad_configuration_is_refused_in_one_line(tmp_path):
     result = run_cli("serve", env={"AIRBOURNE_BROKER_URL": "kafka://x"})
     assert result.returncode != 0 and "broker.url must start with" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_share_the_ports_and_stop_together(tmp_path):
+    """`--workers 2` on the embedded defaults: both processes serve, bookings made in
+    either reach the one relay and sender (worker 0), and SIGTERM stops them all."""
+    server = Airbourne(tmp_path / "data", services="all")
+    server.start_args = ["--workers", "2"]
+    server.start(expect=5)
+    try:
+        auth, flights, gateway = server.url("auth"), server.url("flights"), server.url("gateway")
+        body = {"email": "ada@example.com", "password": "password123"}
+        assert httpx.post(f"{auth}/api/v1/signup", json=body).status_code == 201
+        session = httpx.post(f"{auth}/api/v1/signin", json=body).json()["data"]
+        ids = []
+        for name in ("Lisbon", "Oslo"):
+            city = httpx.post(f"{flights}/api/v1/city", json={"name": name}).json()["data"]
+            ids.append(httpx.post(f"{flights}/api/v1/airports", json={
+                "name": name, "address": "Terminal", "cityId": city["id"]}).json()["data"]["id"])
+        plane = httpx.post(f"{flights}/api/v1/airplane", json={"modelNumber": "A320", "capacity": 100})
+        flight = httpx.post(f"{flights}/api/v1/flights", json={
+            "flightNumber": "AB1", "airplaneId": plane.json()["data"]["id"],
+            "departureAirportID": ids[0], "arrivalAirportId": ids[1],
+            "departureTime": "2030-01-01T10:00:00Z", "arrivalTime": "2030-01-01T12:00:00Z",
+            "price": 100}).json()["data"]
+        with httpx.Client() as client:  # new connections: the kernel spreads them over workers
+            for _ in range(20):
+                answer = client.post(
+                    f"{gateway}/bookingservice/api/v1/bookings",
+                    json={"flightId": flight["id"], "userId": session["id"], "NoOfSeats": 1},
+                    headers={"x-access-token": session["token"], "connection": "close"})
+                assert answer.status_code == 200, answer.text
+        seats = httpx.get(f"{flights}/api/v1/flights/{flight['id']}").json()["data"]["totalSeats"]
+        assert seats == 80
+        outbox = tmp_path / "data" / "outbox"
+        deadline = time.monotonic() + 20
+        while len(list(outbox.glob("*.eml"))) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(outbox.glob("*.eml"))) == 20
+    finally:
+        assert server.stop() == 0
+    assert not listening(server.ports["gateway"])

@@ -14,26 +14,28 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Awaitable, Callable, Iterator, Sequence
 
 from bench.metrics import percentile
 
 try:
-    from uvloop import run as _run  # what uvicorn runs the services on
+    from uvloop import run  # what uvicorn runs the services on
 except ImportError:  # no uvloop on Windows
-    from asyncio import run as _run
+    from asyncio import run
+
+__all__ = ["Operation", "Timings", "drive", "header", "line", "parser", "profiled", "run"]
 
 Operation = Callable[[], Awaitable[object]]
 
 POINTS = (50, 90, 95, 99)
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(module: str, doc: str) -> argparse.ArgumentParser:
     """The options every script takes; `doc` is the script's docstring (its first paragraph
     is the description, the rest the examples)."""
     description, _, examples = doc.partition("\n\n")
     parser = argparse.ArgumentParser(
-        description=description, epilog=examples,
+        prog=f"python -m {module}", description=description, epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -58,10 +60,6 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     parse.__name__ = kind.__name__  # argparse names the type in its error message
     return parse
-
-
-def run(main: Coroutine[object, object, None]) -> None:
-    _run(main)
 
 
 @dataclass

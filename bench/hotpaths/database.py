@@ -156,9 +156,10 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.parser(__doc__)
+    parser = common.parser(__spec__.name, __doc__)
     parser.add_argument(
-        "--db", default="sqlite", help="sqlite (default) or a MySQL server: mysql://root@127.0.0.1:3306"
+        "--db", default="sqlite",
+        help="sqlite (default) or a MySQL server: mysql://root@127.0.0.1:3306",
     )
     common.run(measure(parser.parse_args(argv)))
 

@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from aiosmtpd.controller import Controller
-
 from airbourne import config
 from airbourne.mail import Mailer, OutboxMailer, SmtpMailer, compose
 from bench.hotpaths import common
@@ -55,6 +53,8 @@ def transport(name: str) -> Iterator[tuple[Mailer, Callable[[], int]]]:
             mailer = OutboxMailer(Path(folder) / "outbox")
             yield mailer, lambda: len(mailer.messages())
         return
+    from aiosmtpd.controller import Controller  # the `test` extra: only needed for smtp
+
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
@@ -88,7 +88,7 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.parser(__doc__)
+    parser = common.parser(__spec__.name, __doc__)
     parser.add_argument("--transport", choices=["outbox", "smtp"], default="outbox")
     common.run(measure(parser.parse_args(argv)))
 

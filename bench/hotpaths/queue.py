@@ -6,8 +6,8 @@ start of the publish to the handler).
     python -m bench.hotpaths.queue --seconds 5 --concurrency 16
     python -m bench.hotpaths.queue --broker amqp://guest:guest@127.0.0.1:5672/
 
-RabbitMQ: the exchange and queue (and their dead-letter pair) have names of their own,
-deleted afterwards. Settings other than the URL are the defaults (prefetch and all).
+The exchange and the queue get names of their own; on RabbitMQ they (and their dead-letter
+pair) are deleted afterwards. The other broker settings are the defaults (prefetch 64).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.parser(__doc__)
+    parser = common.parser(__spec__.name, __doc__)
     parser.add_argument(
         "--broker", default="memory://",
         help="memory:// (default) or amqp://guest:guest@127.0.0.1:5672/",
