@@ -10,6 +10,7 @@ accepting, lets in-flight requests finish, then closes the pools.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -178,6 +179,11 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await runtime.start()
+    # Everything loaded so far (modules, apps, tables) lives as long as the process: moved
+    # out of the collector's generations, a full collection no longer walks it, which
+    # shortens the pauses that make up the latency tail.
+    gc.collect()
+    gc.freeze()
     servers: list[uvicorn.Server] = []
     ticks: list[asyncio.Task] = []
     try:

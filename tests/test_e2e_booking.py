@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import email
 import email.policy
+import json
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from mailserver import MailServer
 from processes import Airbourne
+from test_bench_scenario import run_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +166,46 @@ def test_split_mode_books_seats_of_a_flights_service_in_another_process(tmp_path
     finally:
         if flights_side.process.poll() is None:
             flights_side.stop()
+
+
+@pytest.mark.parametrize("parts", ["embedded", "mariadb+rabbitmq"])
+def test_the_seed_scenario_against_all_services(tmp_path: Path, parts: str,
+                                                request: pytest.FixtureRequest) -> None:
+    """The seed's k6 scenario, run by bench.scenario over HTTP: its setup (2 cities, 2
+    airports, an airplane of 100000 seats, 50 flights, 50 users signed up and signed in)
+    and then bookings through the gateway with the tokens. Every check passes, and the
+    seats the flights lost are exactly the seats of the bookings made."""
+    env = {}
+    if parts != "embedded":
+        name = uuid.uuid4().hex[:8]
+        env = {"AIRBOURNE_DATABASE_URL": request.getfixturevalue("mysql_url"),
+               "AIRBOURNE_BROKER_URL": request.getfixturevalue("amqp_url"),
+               "AIRBOURNE_BROKER_EXCHANGE": f"e2e-{name}",
+               "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": f"e2e-notifications-{name}"}
+    with Airbourne(tmp_path / "data", services="all", env=env).start(expect=5) as server:
+        result = run_bench(
+            "bench.scenario", "--profile", "smoke", "--gateway", server.url("gateway"),
+            "--auth", server.url("auth"), "--flights", server.url("flights"),
+            "--json", str(tmp_path / "summary.json"),
+        )
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        metrics = summary["metrics"]
+        assert metrics["http_reqs{operation:login}"]["count"] == 50
+        assert metrics["http_req_failed{operation:setup}"]["rate"] == 0
+        assert metrics["http_req_failed{operation:booking}"]["rate"] == 0
+        assert metrics["checks{check:booking_success}"]["rate"] == 1
+        booked = metrics["http_reqs{operation:booking}"]["count"]
+        assert booked > 0
+
+        flights = httpx.get(f"{server.url('flights')}/api/v1/flights").json()["data"]
+        assert len(flights) == 50
+        seats_taken = sum(100000 - flight["totalSeats"] for flight in flights)
+        bookings = [
+            booking
+            for user_id in range(1, 51)
+            for booking in httpx.get(f"{server.url('booking')}/api/v1/bookings",
+                                     params={"userId": user_id, "limit": 500}).json()["data"]
+        ]
+        assert len(bookings) == booked
+        assert seats_taken == sum(booking["NoOfSeats"] for booking in bookings)
+    assert result.returncode in (0, 99), result.stderr  # 99: a latency threshold, not a check

@@ -9,9 +9,9 @@
 // Changes from the seed, each needed to run it anywhere or to keep it from failing itself:
 // - AUTH_URL, FLIGHTS_URL, GATEWAY_URL instead of the docker host names;
 // - flight times: the seed's schedule (one departure an hour from 10 October, two hours
-//   long) written as valid ISO 8601 (the seed wrote "T9:00:00Z" and "T25:00:00Z", which a
-//   strict parser refuses) and moved to next year, so that departures and their reminders lie
-//   in the future, as they did when the seed ran;
+//   long) written as strict ISO 8601 (the seed writes "T9:00:00Z" and "T25:00:00Z", which
+//   Airbourne accepts as well) and moved to next year, so that departures and their
+//   reminders lie in the future, as they did when the seed ran;
 // - randStr draws from a wider range: the seed's 100000 values gave 50 flight numbers and
 //   50 e-mails a few per cent chance of a clash, that is a failed setup request;
 // - setup stops the test if a flight or a user could not be created, instead of booking
