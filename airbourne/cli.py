@@ -20,7 +20,7 @@ gateway) is an HTTP app on its own port; one process runs any of them on a share
 
 
 def _parser() -> argparse.ArgumentParser:
-    from airbourne.services import SERVICES
+    from airbourne.services.registry import SERVICES
 
     names = ", ".join(SERVICES)
     parser = argparse.ArgumentParser(prog="airbourne", description=DESCRIPTION)
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, selection: str, workers: int = 1) -> int:
-    from airbourne.services import SERVICES
+    from airbourne.services.registry import SERVICES
 
     if not 1 <= workers <= 64:
         raise ConfigError(f"--workers must be between 1 and 64, got {workers}")
