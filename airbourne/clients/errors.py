@@ -7,7 +7,8 @@ the envelope and a message naming the service; background jobs catch them and tr
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import httpx
 
@@ -47,13 +48,25 @@ async def call(
 ) -> httpx.Response:
     """Send one request to `service`; a failure to get an answer, or a 5xx answer, raises
     `ServiceUnavailable` (`ServiceTimeout` when the request may have been processed)."""
-    limits = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_SECONDS, timeout))
+    with reaching(service, timeout):
+        answer = await http.request(method, url, json=json, timeout=timeouts(timeout))
+    if answer.status_code >= 500:
+        raise ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}")
+    return answer
+
+
+def timeouts(seconds: float) -> httpx.Timeout:
+    """`seconds` for the whole call, at most `CONNECT_TIMEOUT_SECONDS` of it to connect."""
+    return httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT_SECONDS, seconds))
+
+
+@contextlib.contextmanager
+def reaching(service: str, timeout: float) -> Iterator[None]:
+    """Turn httpx's failures inside the block into `ServiceTimeout` (the request went out,
+    no answer came) or `ServiceUnavailable` (nothing was done)."""
     try:
-        answer = await http.request(method, url, json=json, timeout=limits)
+        yield
     except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
         raise ServiceTimeout(service, f"no answer within {timeout:g} s") from exc
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(service, str(exc) or type(exc).__name__) from exc
-    if answer.status_code >= 500:
-        raise ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}")
-    return answer

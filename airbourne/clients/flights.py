@@ -8,12 +8,13 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
 
 import httpx
 from databases import Database
 
-from airbourne import db, validate
+from airbourne import db
 from airbourne.clients.errors import TIMEOUT_SECONDS, call
 from airbourne.http import ApiError
 from airbourne.runtime import Runtime
@@ -79,7 +80,7 @@ class HttpFlights:
             price=data["price"],
             total_seats=data["totalSeats"],
             flight_number=data["flightNumber"],
-            departure_time=validate.timestamp(data, "departureTime"),
+            departure_time=_utc(data["departureTime"]),
         )
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
@@ -91,7 +92,7 @@ class HttpFlights:
         return await self._call("GET", flight_id, "", None, None)
 
     async def _call(
-        self, method: str, flight_id: int, action: str, body: Any, refusal: type[Exception] | None
+        self, method: str, flight_id: int, action: str, body: Any, refusal: Refusal | None
     ) -> Any:
         """The answer's data; 404 and 409 become the exceptions `LocalFlights` raises."""
         url = f"{self.base_url}/api/v1/flights/{flight_id}{action}"
@@ -101,8 +102,12 @@ class HttpFlights:
         if answer.status_code == 404:
             raise FlightNotFound(flight_id)
         if answer.status_code == 409 and refusal is not None:
-            raise _rebuilt(refusal, _message(answer))
+            raise refusal(flight_id, body["seats"])
         raise ApiError(answer.status_code, f"flights service: {_message(answer)}")
+
+
+Refusal = Callable[[int, int], Exception]
+"""How a 409 is raised: `NotEnoughSeats` or `TooManySeatsReleased`, given flight and seats."""
 
 
 def flights_client(runtime: Runtime, timeout: float = TIMEOUT_SECONDS) -> FlightsClient:
@@ -112,12 +117,9 @@ def flights_client(runtime: Runtime, timeout: float = TIMEOUT_SECONDS) -> Flight
     return HttpFlights(runtime.http, runtime.config.services["flights"].url, timeout)
 
 
-def _rebuilt(kind: type[Exception], message: str) -> Exception:
-    """The flights store's exception `kind` with the message the service answered. Its
-    other fields (free seats, capacity) do not travel over HTTP and are left unset."""
-    error = kind.__new__(kind)
-    error.args = (message,)
-    return error
+def _utc(text: str) -> datetime:
+    """The flights service's ISO 8601 UTC time as the naive UTC datetime the store returns."""
+    return datetime.fromisoformat(text).astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _message(answer: httpx.Response) -> str:

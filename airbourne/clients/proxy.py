@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from airbourne.clients.errors import CONNECT_TIMEOUT_SECONDS, ServiceTimeout, ServiceUnavailable
+from airbourne.clients.errors import reaching, timeouts
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message
@@ -149,8 +149,7 @@ class HttpProxy:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.service = service
-        connect = min(timeout, CONNECT_TIMEOUT_SECONDS)
-        self._timeout = httpx.Timeout(timeout, connect=connect).as_dict()
+        self._timeout = timeouts(timeout).as_dict()
         self._seconds = timeout
 
     async def forward(
@@ -162,17 +161,13 @@ class HttpProxy:
         request = httpx.Request(
             method, url, headers=headers, content=body, extensions={"timeout": self._timeout}
         )
-        try:
+        with reaching(self.service, self._seconds):
             response = await self.client.send(request, stream=True)
             try:
                 # Raw bytes: a compressed answer stays compressed, matching its headers.
                 content = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
-        except (httpx.ReadTimeout, httpx.WriteTimeout):  # as errors.call: the request went out
-            raise ServiceTimeout(self.service, f"no answer within {self._seconds:g} s") from None
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(self.service, str(exc) or type(exc).__name__) from None
         headers = [(name.lower(), value) for name, value in response.headers.raw]
         return Answer(response.status_code, end_to_end(headers), content)
 

@@ -49,11 +49,15 @@ class NotEnoughSeats(Conflict):
 class TooManySeatsReleased(Conflict):
     """Giving back more seats than were taken: a caller's accounting is wrong somewhere."""
 
-    def __init__(self, flight_id: int, released: int, free: int, capacity: int) -> None:
-        super().__init__(
-            f"flight {flight_id} has {free} free seats of {capacity}: "
-            f"{released} more would exceed its capacity"
-        )
+    def __init__(
+        self, flight_id: int, released: int, free: int | None = None, capacity: int | None = None
+    ) -> None:
+        if free is None:  # a client over HTTP does not know the counts
+            message = f"flight {flight_id}: {released} more free seats would exceed its capacity"
+        else:
+            message = (f"flight {flight_id} has {free} free seats of {capacity}: "
+                       f"{released} more would exceed its capacity")
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
