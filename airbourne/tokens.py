@@ -18,6 +18,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from airbourne.config import Config, ConfigError
+from airbourne.http import ApiError
+
+HEADER = "x-access-token"
+"""The request header that carries a token (the old platform's name)."""
 
 ALGORITHMS = ["HS256"]
 LEEWAY_SECONDS = 5
@@ -41,7 +45,7 @@ class Claims:
 
 
 class Tokens:
-    def __init__(self, secret: str, lifetime_seconds: int) -> None:
+    def __init__(self, secret: str, lifetime_seconds: int = 3600) -> None:
         self._key = OctKey.import_key(secret)
         self._lifetime = lifetime_seconds
         self._header = {"alg": "HS256"}
@@ -104,3 +108,16 @@ def load_secret(config: Config) -> str:
     if not secret:
         raise ConfigError(f"{path} is empty: delete it to generate a new secret")
     return secret
+
+
+def unauthorized(message: str, problem: str) -> ApiError:
+    """401 naming the token header as the field at fault."""
+    return ApiError(401, message, {"field": HEADER, "problem": problem})
+
+
+def verified(tokens: Tokens, token: str) -> Claims:
+    """The claims of `token`, or the 401 that says why it is refused."""
+    try:
+        return tokens.verify(token)
+    except InvalidToken as exc:
+        raise unauthorized(f"invalid token ({exc.reason})", exc.reason) from None

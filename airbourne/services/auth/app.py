@@ -14,9 +14,8 @@ from airbourne.http import JSON, ApiError, created, exception_handlers, not_foun
 from airbourne.runtime import Runtime
 from airbourne.services.auth import store
 from airbourne.services.auth.passwords import Passwords
-from airbourne.tokens import InvalidToken, Tokens, load_secret
+from airbourne import tokens
 
-TOKEN_HEADER = "x-access-token"
 
 
 async def signup(request: Request) -> Response:
@@ -69,20 +68,13 @@ async def dummy(request: Request) -> Response:
 
 async def _authenticated_user(request: Request) -> int:
     """The id of the user whose token is in the `x-access-token` header, or a 401."""
-    token = request.headers.get(TOKEN_HEADER)
+    token = request.headers.get(tokens.HEADER)
     if not token:
-        raise _unauthorized("no token provided", "is required")
-    try:
-        claims = request.app.state.tokens.verify(token)
-    except InvalidToken as exc:
-        raise _unauthorized(f"invalid token ({exc.reason})", exc.reason) from None
+        raise tokens.unauthorized("no token provided", "is required")
+    claims = tokens.verified(request.app.state.tokens, token)
     if not await store.user_exists(request.app.state.database, claims.id):
-        raise _unauthorized("the token's user no longer exists", "names an unknown user")
+        raise tokens.unauthorized("the token's user no longer exists", "names an unknown user")
     return claims.id
-
-
-def _unauthorized(message: str, problem: str) -> ApiError:
-    return ApiError(401, message, {"field": TOKEN_HEADER, "problem": problem})
 
 
 async def _query_or_body(request: Request) -> Mapping[str, Any]:
@@ -115,6 +107,6 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers=exception_handlers,
     )
     app.state.database = runtime.database("auth")
-    app.state.tokens = Tokens(load_secret(config), config["auth"]["token_lifetime_seconds"])
+    app.state.tokens = tokens.Tokens(tokens.load_secret(config), config["auth"]["token_lifetime_seconds"])
     app.state.passwords = Passwords()
     return app

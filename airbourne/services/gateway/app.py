@@ -13,6 +13,7 @@ from functools import partial
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,9 +25,9 @@ from airbourne.config import ConfigError
 from airbourne.http import JSON, ApiError, exception_handlers, read_body
 from airbourne.runtime import Runtime
 from airbourne.services.gateway.ratelimit import RateLimitMiddleware, RateLimits
-from airbourne.tokens import Claims, InvalidToken, Tokens, load_secret
+from airbourne import tokens
+from airbourne.tokens import Claims
 
-TOKEN_HEADER = "x-access-token"
 
 UPSTREAMS = (
     # path prefix, service, token required
@@ -60,13 +61,13 @@ async def health(request: Request) -> Response:
 
 async def forward(request: Request, prefix: str, service: str, guarded: bool) -> Response:
     if INTERNAL.match(request.scope["path"]):
-        raise ApiError(404, f"no route for {request.method} {request.scope['path']}")
+        raise HTTPException(404)  # formatted as any unknown route
     user = None
     if guarded:
-        token = request.headers.get(TOKEN_HEADER)
+        token = request.headers.get(tokens.HEADER)
         if not token:
             return JSON({"message": "No token provided"}, 401)  # the old gateway's exact answer
-        user = _verify(request.app.state.tokens, token)
+        user = tokens.verified(request.app.state.tokens, token)
     body = await read_body(request)
     headers = _outgoing_headers(request, user, body)
     path = _path_after(request, prefix)
@@ -93,14 +94,6 @@ def _outgoing_headers(request: Request, user: Claims | None, body: bytes) -> Hea
         headers.append((b"x-user-id", str(user.id).encode()))
         headers.append((b"x-user-email", user.email.encode()))
     return headers
-
-
-def _verify(tokens: Tokens, token: str) -> Claims:
-    try:
-        return tokens.verify(token)
-    except InvalidToken as exc:
-        err = {"field": TOKEN_HEADER, "problem": exc.reason}
-        raise ApiError(401, f"invalid token ({exc.reason})", err) from None
 
 
 def _path_after(request: Request, prefix: str) -> str:
@@ -140,7 +133,6 @@ def create_app(runtime: Runtime) -> Starlette:
         middleware=[Middleware(RateLimitMiddleware, limits=limits, strict_route=SIGNIN)],
     )
     app.router.redirect_slashes = False  # a proxy passes paths on; it does not correct them
-    lifetime = runtime.config["auth"]["token_lifetime_seconds"]  # unused: the gateway only verifies
-    app.state.tokens = Tokens(load_secret(runtime.config), lifetime)
+    app.state.tokens = tokens.Tokens(tokens.load_secret(runtime.config))  # it only verifies
     app.state.proxies = Proxies(runtime, timeout)
     return app
