@@ -78,8 +78,8 @@ async def create_booking(request: Request) -> Response:
         )
     except store.KeyAlreadyUsed:
         # A concurrent request with the same key booked first: answer with its booking.
-        assert key is not None  # bookings without a key never clash
         await _give_back(state.flights, reservation)
+        assert key is not None  # only a keyed booking raises KeyAlreadyUsed
         earlier = await store.find_by_key(state.database, user_id, key)
         if earlier is None:
             raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None

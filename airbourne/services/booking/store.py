@@ -53,6 +53,8 @@ async def create_booking(
                 booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
                 await outbox.add(conn, messages(booking, now), now)
         except db.IntegrityErrors:
+            if idempotency_key is None:
+                raise  # not a key clash: the caller gives the seats back as for any failure
             raise KeyAlreadyUsed(idempotency_key) from None
     return booking
 
