@@ -215,6 +215,12 @@ async def test_concurrent_cancels_return_the_seats_once(tmp_path: Path, database
         kinds = [row["kind"] for row in await outbox_rows(runtime)]
         assert kinds.count("release_seats") == 1 and kinds.count("cancellation") == 1
 
+        async def returned() -> bool:
+            return all(row["sentAt"] is not None for row in await outbox_rows(runtime))
+
+        await eventually(returned)  # the relay has given the seats back, once
+        assert await free_seats(runtime, flight["id"]) == 20
+
 
 async def test_a_retry_with_the_same_key_returns_the_first_booking(
     tmp_path: Path, database_url: str

@@ -90,7 +90,7 @@ def test_a_booking_becomes_an_eml_file_in_the_outbox(tmp_path: Path) -> None:
         assert message["To"] == "ada@example.com"
         assert trip["flightNumber"] in message["Subject"]
         body = message.get_content()
-        assert "2" in body and "10000" in body and str(booking["id"]) in body
+        assert "2 seats" in body and "10000" in body and f"booking {booking['id']}" in body
         assert server.stop() == 0
 
 

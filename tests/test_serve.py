@@ -3,6 +3,7 @@
 import signal
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,6 +82,8 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
     server = Airbourne(tmp_path / "data", services="all")
     server.start_args = ["--workers", "2"]
     server.start(expect=5)
+    workers = children(server.process.pid)
+    assert len(workers) == 2
     try:
         auth, flights, gateway = server.url("auth"), server.url("flights"), server.url("gateway")
         body = {"email": "ada@example.com", "password": "password123"}
@@ -114,3 +117,17 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
     finally:
         assert server.stop() == 0
     assert not listening(server.ports["gateway"])
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc, Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
