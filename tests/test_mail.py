@@ -125,3 +125,14 @@ def test_transport_from_settings(tmp_path):
 def test_settings_that_cannot_work_are_a_config_error(tmp_path, environ, problem):
     with pytest.raises(ConfigError, match=problem):
         mailer_from_config(make_config(tmp_path, **environ))
+
+
+def test_non_ascii_subject_sender_and_body_survive_a_round_trip():
+    message = compose("Åsa Reisebüro <no-reply@airbourne.test>", "ada@example.com",
+                      "Grüße: Flug AB123", "Gute Reise, Ada. Gate G7.")
+    received = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert received["Subject"] == "Grüße: Flug AB123"
+    assert received["From"].addresses[0].display_name == "Åsa Reisebüro"
+    assert received["From"].addresses[0].addr_spec == "no-reply@airbourne.test"
+    assert received.get_content() == "Gute Reise, Ada. Gate G7.\n"
+    assert message.as_bytes().isascii()  # encoded for any SMTP server
