@@ -253,26 +253,39 @@ async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]
         await cursor.executemany(_pyformat(sql), rows)
 
 
-async def fetch_one(
+async def fetch_all(
     conn: Connection, sql: str, values: Mapping[str, Any], times: Sequence[str] = ()
-) -> dict[str, Any] | None:
-    """The first row of a SELECT as a dict; the columns named in `times` as date-times
-    (SQLite returns them as text)."""
+) -> list[dict[str, Any]]:
+    """The rows of a SELECT (or `... RETURNING`) as dicts; the columns named in `times` as
+    date-times (SQLite returns them as text)."""
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
         async with raw.execute(sql, _sqlite_values(values)) as cursor:
-            row, names = await cursor.fetchone(), [d[0] for d in cursor.description]
+            rows, names = await cursor.fetchall(), [d[0] for d in cursor.description]
     else:
         async with raw.cursor() as cursor:
             await cursor.execute(_pyformat(sql), values)
-            row, names = await cursor.fetchone(), [d[0] for d in cursor.description]
-    if row is None:
-        return None
-    found = dict(zip(names, row))
+            rows, names = await cursor.fetchall(), [d[0] for d in cursor.description]
+    found = [dict(zip(names, row)) for row in rows]
     for name in times:
-        if isinstance(found[name], str):
-            found[name] = datetime.fromisoformat(found[name])
+        for row in found:
+            if isinstance(row[name], str):
+                row[name] = datetime.fromisoformat(row[name])
     return found
+
+
+async def fetch_one(
+    conn: Connection, sql: str, values: Mapping[str, Any], times: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """The first row of a SELECT as a dict, as `fetch_all` reads it; None if there is none."""
+    rows = await fetch_all(conn, sql, values, times)
+    return rows[0] if rows else None
+
+
+def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`(:name0, :name1, ...)` and the values to go with it, for `column IN` in plain SQL."""
+    bound = {f"{name}{i}": value for i, value in enumerate(values)}
+    return "(" + ", ".join(":" + key for key in bound) + ")", bound
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ nor lose an update.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator, Mapping
@@ -228,14 +229,28 @@ async def _refusal(database: Database, flight_id: int, capacity: int | None) -> 
 
 # --- seat inventory ------------------------------------------------------------------------
 
-_TAKE = (
-    "UPDATE flights SET totalSeats = totalSeats - :seats, updatedAt = :now"
-    " WHERE id = :id AND totalSeats >= :seats"
-)
-_GIVE_BACK = (
-    "UPDATE flights SET totalSeats = totalSeats + :seats, updatedAt = :now"
-    " WHERE id = :id AND totalSeats + :seats <= capacity"
-)
+_TAKE = ("totalSeats - :seats", "totalSeats >= :seats")
+_GIVE_BACK = ("totalSeats + :seats", "totalSeats + :seats <= capacity")
+"""A seat change: the new free-seat count, and the condition that keeps it within bounds."""
+
+_SEATS_COLUMNS = "price, totalSeats, capacity, flightNumber, departureTime"
+
+
+@functools.lru_cache(maxsize=None)
+def _seat_update(dialect: str, change: tuple[str, str]) -> str:
+    """The conditional UPDATE for `change`, made to report the free seats it leaves.
+
+    SQLite returns them with the row (`RETURNING`). MariaDB has no `UPDATE ... RETURNING`;
+    `LAST_INSERT_ID(expr)` stores the new count where the statement's reply carries an
+    insert id (the MySQL manual's idiom for counters), so neither needs a transaction and a
+    read that a concurrent booking could overtake.
+    """
+    new_total, condition = change
+    if dialect == "mysql":
+        new_total = f"LAST_INSERT_ID({new_total})"
+    sql = (f"UPDATE flights SET totalSeats = {new_total}, updatedAt = :now"
+           f" WHERE id = :id AND {condition}")
+    return f"{sql} RETURNING {_SEATS_COLUMNS}" if dialect == "sqlite" else sql
 
 
 async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reservation:
@@ -269,24 +284,30 @@ async def release_seats(database: Database, flight_id: int, seats: int) -> int:
 
 
 async def _change_seats(
-    database: Database, sql: str, flight_id: int, seats: int
+    database: Database, change: tuple[str, str], flight_id: int, seats: int
 ) -> tuple[bool, dict[str, Any] | None]:
-    """Run a conditional seat update; whether it matched, and the flight as it left it.
-
-    The read is in the update's transaction, so the free seats it returns are the ones this
-    change left, not a later booking's. Plain SQL: this runs for every booking.
+    """Run a conditional seat change; whether it matched, and the flight as it left it (its
+    free seats are the ones this change left, not a later booking's). Plain SQL and no
+    transaction: this runs for every booking.
     """
     if seats < 1:
         raise ValueError(f"seats must be a positive integer, got {seats}")
     values = {"seats": seats, "id": flight_id, "now": db.utcnow()}
+    update = _seat_update(database.url.dialect, change)
+    times = ("departureTime",)
     async with database.connection() as conn:
-        async with conn.transaction():
-            changed = await db.rowcount(conn, sql, values)
-            read = {"id": flight_id}
-            flight = await db.fetch_one(conn, _SEATS_READ, read, times=("departureTime",))
-    return changed == 1, flight
+        if db.is_sqlite(database):
+            flight = await db.fetch_one(conn, update, values, times)
+            if flight is not None:
+                return True, flight
+        else:
+            outcome = await db.run(conn, update, values)
+            if outcome.rowcount == 1:
+                flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
+                if flight is not None:
+                    flight["totalSeats"] = outcome.lastrowid
+                return True, flight
+        return False, await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
 
 
-_SEATS_READ = (
-    "SELECT price, totalSeats, capacity, flightNumber, departureTime FROM flights WHERE id = :id"
-)
+_SEATS_READ = f"SELECT {_SEATS_COLUMNS} FROM flights WHERE id = :id"
