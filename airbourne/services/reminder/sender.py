@@ -100,16 +100,25 @@ class Sender:
             # Every send of the batch finishes and records its outcome before an error (the
             # database went away) is raised.
             outcomes = await asyncio.gather(
-                *(self.deliver(ticket, now) for ticket in batch), return_exceptions=True
+                *(self._send(ticket, now) for ticket in batch), return_exceptions=True
             )
+            done = [ticket for ticket, outcome in zip(batch, outcomes) if outcome is True]
+            await store.mark_sent(self.database, done)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
-            sent += sum(outcomes)
+            sent += len(done)
         return sent
 
     async def deliver(self, ticket: Mapping[str, Any], now: datetime | None = None) -> bool:
         """Send one claimed ticket and record the outcome; True if it was sent."""
+        if sent := await self._send(ticket, now):
+            await store.mark_sent(self.database, [ticket])
+        return sent
+
+    async def _send(self, ticket: Mapping[str, Any], now: datetime | None) -> bool:
+        """Send one claimed ticket; a failure is recorded here, a success by the caller
+        (`store.mark_sent` takes a batch at once)."""
         try:
             message = compose(
                 ticket["mailFrom"] or self.from_address,
@@ -121,7 +130,6 @@ class Sender:
         except (MailError, ValueError) as exc:  # ValueError: email refused a header
             await self._failed(ticket, str(exc) or type(exc).__name__, now or db.utcnow())
             return False
-        await store.mark_sent(self.database, ticket)
         return True
 
     async def _failed(self, ticket: Mapping[str, Any], error: str, now: datetime) -> None:

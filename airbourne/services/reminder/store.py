@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 from databases import Database
-from databases.interfaces import Record
 
 from airbourne import db
 from airbourne.services.reminder.schema import CANCELLED, ERROR_MAX, FAILED, PENDING, SUCCESS, tickets
@@ -37,9 +37,32 @@ async def create_ticket(
     """Insert a ticket and return all its columns, or None if a ticket was already made from
     broker message `message_id`. With `claim_token` the ticket is born claimed, for a caller
     that sends it at once."""
+    values = _row(fields, message_id, claim_token, claimed_until)
+    try:
+        async with database.connection() as conn:
+            ticket_id = (await db.run(conn, db.insert_sql(tickets, tuple(values)), values)).lastrowid
+    except db.IntegrityErrors:
+        if message_id is None:
+            raise
+        return None  # the unique messageId: this message was handled before
+    return {"id": ticket_id, **values}
+
+
+def _row(
+    fields: Mapping[str, Any],
+    message_id: str | None,
+    claim_token: str | None = None,
+    claimed_until: datetime | None = None,
+) -> dict[str, Any]:
     now = db.utcnow()
-    values = {
-        **fields,
+    return {
+        "subject": fields["subject"],
+        "content": fields["content"],
+        "recepientEmail": fields["recepientEmail"],
+        "status": fields["status"],
+        "notificationTime": fields["notificationTime"],
+        "bookingId": fields.get("bookingId"),
+        "mailFrom": fields.get("mailFrom"),
         "attempts": 0,
         "lastError": None,
         "nextAttemptAt": fields["notificationTime"],
@@ -49,16 +72,6 @@ async def create_ticket(
         "createdAt": now,
         "updatedAt": now,
     }
-    values.setdefault("bookingId", None)
-    values.setdefault("mailFrom", None)
-    try:
-        async with database.connection() as conn:
-            ticket_id = (await db.run(conn, db.insert_sql(tickets, tuple(values)), values)).lastrowid
-    except db.IntegrityErrors:
-        if message_id is None:
-            raise
-        return None  # the unique messageId: this message was handled before
-    return {"id": ticket_id, **values}
 
 
 async def get_ticket(database: Database, ticket_id: int) -> dict[str, Any] | None:
@@ -87,53 +100,66 @@ async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
 # --- sending ---------------------------------------------------------------------------------
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
-    """PENDING, due, and claimed by nobody (or by a run whose claim has expired)."""
-    return sa.and_(
-        tickets.c.status == PENDING,
-        tickets.c.nextAttemptAt <= now,
-        sa.or_(tickets.c.claimToken.is_(None), tickets.c.claimedUntil < now),
-    )
+_CLAIMABLE = (
+    "status = :pending AND nextAttemptAt <= :now"
+    " AND (claimToken IS NULL OR claimedUntil < :now)"
+)
+"""PENDING, due, and claimed by nobody (or by a run whose claim has expired)."""
+
+_TIMES = ("notificationTime", "nextAttemptAt", "claimedUntil", "createdAt", "updatedAt")
 
 
 async def claim_due(
     database: Database, now: datetime, limit: int, lease: timedelta
-) -> list[Record]:
-    """Claim up to `limit` due tickets for one sender run and return them.
+) -> list[dict[str, Any]]:
+    """Claim up to `limit` due tickets for one sender run and return them, all with the
+    run's `claimToken`.
 
     The SELECT only proposes candidates; the UPDATE checks the condition again row by row
     (MySQL locks each row and reads its latest version, SQLite has one writer at a time),
     so of two runs proposing the same ticket exactly one gets it. The rows are then read back
-    by the run's own token.
+    by the run's own token. Plain SQL: under load this runs for every few bookings.
     """
-    token = uuid.uuid4().hex
+    values = {"pending": PENDING, "now": now, "limit": limit}
     async with database.connection() as conn:
-        candidates = await conn.fetch_all(
-            sa.select(tickets.c.id).where(_claimable(now))
-            .order_by(tickets.c.nextAttemptAt).limit(limit)
+        candidates = await db.fetch_all(
+            conn,
+            f"SELECT id FROM tickets WHERE {_CLAIMABLE} ORDER BY nextAttemptAt LIMIT :limit",
+            values,
         )
         if not candidates:
             return []
-        await conn.execute(
-            tickets.update()
-            .where(tickets.c.id.in_([row[0] for row in candidates]), _claimable(now))
-            .values(claimToken=token, claimedUntil=now + lease)
+        listed, ids = db.in_list("id", [row["id"] for row in candidates])
+        claim = {**values, **ids, "token": uuid.uuid4().hex, "until": now + lease}
+        await db.run(
+            conn,
+            "UPDATE tickets SET claimToken = :token, claimedUntil = :until"
+            f" WHERE id IN {listed} AND {_CLAIMABLE}",
+            claim,
         )
-        return await conn.fetch_all(sa.select(tickets).where(tickets.c.claimToken == token))
+        return await db.fetch_all(
+            conn, "SELECT * FROM tickets WHERE claimToken = :token", claim, _TIMES
+        )
 
 
-async def mark_sent(database: Database, ticket: Mapping[str, Any]) -> None:
-    """Record that the claimed `ticket` was sent, and release the claim."""
-    values = {"id": ticket["id"], "token": ticket["claimToken"], "success": SUCCESS,
-              "attempts": ticket["attempts"] + 1, "now": db.utcnow()}
+async def mark_sent(database: Database, tickets_sent: Sequence[Mapping[str, Any]]) -> None:
+    """Record that the claimed `tickets_sent` were sent, and release their claims: one
+    statement for a whole batch (the tickets of a run share its token)."""
+    if not tickets_sent:
+        return
+    by_token: dict[str, list[int]] = defaultdict(list)
+    for ticket in tickets_sent:
+        by_token[ticket["claimToken"]].append(ticket["id"])
     async with database.connection() as conn:
-        await db.run(conn, _MARK_SENT, values)
-
-
-_MARK_SENT = (
-    "UPDATE tickets SET status = :success, attempts = :attempts, claimToken = NULL,"
-    " claimedUntil = NULL, updatedAt = :now WHERE id = :id AND claimToken = :token"
-)
+        for token, ids in by_token.items():
+            listed, values = db.in_list("id", ids)
+            await db.run(
+                conn,
+                "UPDATE tickets SET status = :success, attempts = attempts + 1,"
+                " claimToken = NULL, claimedUntil = NULL, updatedAt = :now"
+                f" WHERE id IN {listed} AND claimToken = :token",
+                {**values, "success": SUCCESS, "now": db.utcnow(), "token": token},
+            )
 
 
 async def mark_failed(
