@@ -262,3 +262,60 @@ async def test_handler_is_idempotent_under_concurrent_deliveries(service):
     await consumer.handle(anonymous)
     await consumer.handle(anonymous)
     assert [t["subject"] for t in await service.tickets()].count("Twice") == 3
+
+
+def _create_ticket_message(subject: str, message_id: str | None) -> Message:
+    body = json.dumps({"service": "CREATE_TICKET", "data": ticket_data(subject=subject)})
+    return Message(body.encode(), "notifications", message_id=message_id)
+
+
+async def test_messages_handled_together_are_written_together(service, monkeypatch):
+    """Concurrent deliveries share one INSERT; each handler still returns only once its
+    ticket is stored."""
+    from airbourne.services.reminder import store
+
+    batches: list[int] = []
+    original = store.create_tickets
+
+    async def counted(database, made_from):
+        batches.append(len(made_from))
+        return await original(database, made_from)
+
+    monkeypatch.setattr(store, "create_tickets", counted)
+    consumer = Consumer(sender_of(service.runtime))
+    messages = [_create_ticket_message(f"Batch {i}", f"batch-{i}") for i in range(20)]
+    await asyncio.gather(*(consumer.handle(message) for message in messages))
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert sorted(s for s in subjects if s.startswith("Batch ")) == sorted(
+        f"Batch {i}" for i in range(20)
+    )
+    assert sum(batches) == 20 and max(batches) > 1
+
+
+async def test_a_redelivered_message_in_a_batch_does_not_hold_up_the_others(service):
+    consumer = Consumer(sender_of(service.runtime))
+    await consumer.handle(_create_ticket_message("Seen", "seen-before"))
+    again = [_create_ticket_message("Seen", "seen-before"),
+             *(_create_ticket_message(f"New {i}", f"new-{i}") for i in range(5))]
+    await asyncio.gather(*(consumer.handle(message) for message in again))
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert subjects.count("Seen") == 1
+    assert sorted(s for s in subjects if s.startswith("New ")) == [f"New {i}" for i in range(5)]
+
+
+async def test_a_database_error_fails_every_handler_of_the_batch(service):
+    """None of the batch is acknowledged, so the broker delivers all of them again."""
+    consumer = Consumer(sender_of(service.runtime))
+    database = service.runtime.database("reminder")
+    messages = [_create_ticket_message(f"Retry {i}", f"retry-{i}") for i in range(5)]
+    await database.execute("ALTER TABLE tickets RENAME TO tickets_away")
+    try:
+        outcomes = await asyncio.gather(
+            *(consumer.handle(message) for message in messages), return_exceptions=True
+        )
+    finally:
+        await database.execute("ALTER TABLE tickets_away RENAME TO tickets")
+    assert all(isinstance(outcome, Exception) for outcome in outcomes)
+    await asyncio.gather(*(consumer.handle(message) for message in messages))
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert sorted(s for s in subjects if s.startswith("Retry ")) == [f"Retry {i}" for i in range(5)]

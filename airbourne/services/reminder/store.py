@@ -48,6 +48,28 @@ async def create_ticket(
     return {"id": ticket_id, **values}
 
 
+async def create_tickets(
+    database: Database, made_from: Sequence[tuple[Mapping[str, Any], str | None]]
+) -> list[dict[str, Any] | None]:
+    """Insert the tickets of several broker messages, given as (fields, message id), with
+    one statement; what `create_ticket` returns for each, but without the `id`.
+
+    A message id that is already taken (a redelivery) fails the statement as a whole, which
+    then falls back to one `create_ticket` each: rare, and each is deduplicated there.
+    """
+    rows = [_row(fields, message_id) for fields, message_id in made_from]
+    if not rows:
+        return []
+    try:
+        async with database.connection() as conn:
+            async with conn.transaction():  # SQLite: one commit, not one per row
+                await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
+    except db.IntegrityErrors:
+        return [await create_ticket(database, fields, message_id=message_id)
+                for fields, message_id in made_from]
+    return rows
+
+
 def _row(
     fields: Mapping[str, Any],
     message_id: str | None,
