@@ -37,12 +37,16 @@ class OutboxMailer:
         return sorted(self.folder.glob("*.eml"))
 
     def _write(self, data: bytes) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
         # Time first so a plain `ls` lists messages in the order they were sent.
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.eml"
         temporary = self.folder / f".{name}.tmp"
         try:
-            with open(temporary, "wb") as file:
+            try:
+                file = open(temporary, "wb")
+            except FileNotFoundError:  # the first message, or the folder was removed
+                self.folder.mkdir(parents=True, exist_ok=True)
+                file = open(temporary, "wb")
+            with file:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
