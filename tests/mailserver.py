@@ -30,9 +30,12 @@ class MailServer:
     """`with MailServer() as server:` listens on a free port; `stop()` and `start()` take it
     down and bring it back on the same port."""
 
-    def __init__(self, **smtp_options: Any) -> None:
+    def __init__(self, data_seconds: float = 0.0, **smtp_options: Any) -> None:
         self.port = free_port()
         self.received: list[Received] = []
+        self.data_seconds = data_seconds
+        """How long accepting each message takes, to make concurrent sends overlap."""
+        self.in_flight = self.most_in_flight = 0
         self._smtp_options = smtp_options
         self._controller: Controller | None = None
 
@@ -62,6 +65,12 @@ class MailServer:
         return self.received
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await anyio.sleep(self.data_seconds)
+        finally:
+            self.in_flight -= 1
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 Message accepted"

@@ -147,6 +147,20 @@ async def test_concurrent_senders_send_each_email_exactly_once(tmp_path, databas
             assert (stored["status"], stored["attempts"]) == ("SUCCESS", 1)
 
 
+async def test_a_run_sends_at_most_its_concurrency_at_once(tmp_path, database_url):
+    """Tickets are claimed a hundred at a time but sent `send_concurrency` at a time."""
+    with MailServer(data_seconds=0.05) as slow:
+        config = settings(tmp_path, database_url, slow, AIRBOURNE_REMINDER_SEND_CONCURRENCY="3")
+        async with started(config, [reminder.SERVICE]) as runtime:
+            for n in range(25):
+                await create(runtime, subject=f"Ticket {n}")
+            assert await send_due(runtime, now=LATER) == 25
+    assert sorted(r.message["Subject"] for r in slow.received) == sorted(
+        f"Ticket {n}" for n in range(25)
+    )
+    assert slow.most_in_flight == 3
+
+
 async def test_a_ticket_due_now_wakes_the_sending_loop(tmp_path, database_url, smtp):
     """With an interval of an hour, only the wake-up can send the ticket in time."""
     config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_SEND_INTERVAL_SECONDS="3600")
