@@ -37,12 +37,14 @@ def integer(
     maximum: int = MAX_INT,
     required: bool = True,
     default: Any = MISSING,
+    text: bool = False,
 ) -> Any:
-    """An integer within [minimum, maximum]; digit strings are accepted (query strings)."""
+    """An integer within [minimum, maximum]. With `text` (query strings, path parameters,
+    headers) it is written in digits; in a JSON body a string is a mistyped field."""
     value = _get(data, name, required, default)
     if value is default and not required:
         return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
+    if text and isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
         value = int(value)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -132,4 +134,4 @@ def _iso(text: str) -> datetime | None:
 
 def path_id(request: Request, name: str = "id") -> int:
     """The integer id in the URL path; `/city/abc` is a 400, not a 404."""
-    return integer(request.path_params, name)
+    return integer(request.path_params, name, text=True)

@@ -311,6 +311,7 @@ BAD_FIELDS = [
     ("airplane", {"modelNumber": "A320", "capacity": 1.5}, "capacity"),
     ("airplane", {"modelNumber": "A320", "capacity": "many"}, "capacity"),
     ("airplane", {"modelNumber": "A320", "capacity": True}, "capacity"),
+    ("airplane", {"modelNumber": "A320", "capacity": "200"}, "capacity"),  # a string
     ("airports", {"cityId": 1}, "name"),
     ("airports", {"name": "IGI"}, "cityId"),
     ("airports", {"name": "IGI", "cityId": "one"}, "cityId"),
@@ -334,6 +335,8 @@ BAD_FIELDS += [
     ("flights", {**FLIGHT, "price": -1}, "price"),
     ("flights", {**FLIGHT, "price": 10.5}, "price"),
     ("flights", {**FLIGHT, "price": "cheap"}, "price"),
+    ("flights", {**FLIGHT, "price": "5000"}, "price"),
+    ("flights", {**FLIGHT, "airplaneId": "1"}, "airplaneId"),
     ("flights", {**FLIGHT, "departureTime": "tomorrow"}, "departureTime"),
     ("flights", {**FLIGHT, "arrivalTime": 1760000000}, "arrivalTime"),
     ("flights", {**FLIGHT, "arrivalTime": "2030-10-10T10:00:00Z"}, "arrivalTime"),

@@ -124,6 +124,7 @@ async def test_unknown_flight_is_404(api: httpx.AsyncClient) -> None:
     [
         ({}, "seats"), ({"seats": None}, "seats"), ({"seats": 0}, "seats"),
         ({"seats": -1}, "seats"), ({"seats": 1.5}, "seats"), ({"seats": "two"}, "seats"),
+        ({"seats": "2"}, "seats"),
         ({"seats": True}, "seats"), ({"seats": 1_000_001}, "seats"), ([1], "body"),
     ],
 )

@@ -46,7 +46,7 @@ async def is_authenticated(request: Request) -> Response:
 
 async def is_admin(request: Request) -> Response:
     await _authenticated_user(request)
-    user_id = validate.integer(await _query_or_body(request), "id")
+    user_id = validate.integer(await _query_or_body(request), "id", text=True)
     roles = await store.roles_of(request.app.state.database, user_id)
     if roles is None:
         raise not_found(f"user {user_id}")

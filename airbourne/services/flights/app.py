@@ -112,8 +112,10 @@ async def list_all(table: sa.Table, request: Request) -> Response:
 
 async def _listing(request: Request, table: sa.Table, *conditions: Any) -> Response:
     query = _query(request)
-    limit = validate.integer(query, "limit", maximum=MAX_PAGE, required=False, default=MAX_PAGE)
-    offset = validate.integer(query, "offset", minimum=0, required=False, default=0)
+    limit = validate.integer(
+        query, "limit", maximum=MAX_PAGE, required=False, default=MAX_PAGE, text=True
+    )
+    offset = validate.integer(query, "offset", minimum=0, required=False, default=0, text=True)
     rows = await store.find(_database(request), table, *conditions, limit=limit, offset=offset)
     return ok([db.as_dict(row) for row in rows], f"Successfully fetched the {table.name}")
 
@@ -259,7 +261,7 @@ async def list_flights(request: Request) -> Response:
     ]
     conditions = []
     for name, compare, column, minimum in filters:
-        value = validate.integer(query, name, minimum=minimum, required=False)
+        value = validate.integer(query, name, minimum=minimum, required=False, text=True)
         if value is not MISSING:
             conditions.append(compare(column, value))
     return await _listing(request, flights, *conditions)

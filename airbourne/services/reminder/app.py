@@ -28,8 +28,9 @@ async def create_ticket(request: Request) -> Response:
 async def list_tickets(request: Request) -> Response:
     query = request.query_params
     status = schema.status(query, "status", required=False, default=None)
-    limit = validate.integer(query, "limit", maximum=MAX_PAGE, required=False, default=MAX_PAGE)
-    offset = validate.integer(query, "offset", minimum=0, required=False, default=0)
+    limit = validate.integer(query, "limit", maximum=MAX_PAGE, required=False, default=MAX_PAGE,
+                             text=True)
+    offset = validate.integer(query, "offset", minimum=0, required=False, default=0, text=True)
     tickets = await store.list_tickets(request.app.state.database, status, limit, offset)
     return ok(tickets, "Successfully fetched the tickets")
 
