@@ -18,7 +18,8 @@ from airbourne.clients.flights import (
     NotEnoughSeats,
     flights_client,
 )
-from airbourne.services import flights
+from airbourne.clients.auth import HttpAuth
+from airbourne.services import auth, flights
 from airbourne.services.booking import SERVICE as BOOKING
 from booking_support import create_flight
 from support import client, free_port, make_config, started
@@ -59,6 +60,24 @@ async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
                 with pytest.raises(FlightNotFound):
                     await client_.get_flight(9999)
             assert (await local.get_flight(flight["id"]))["totalSeats"] == 6
+
+
+async def test_an_answer_the_client_does_not_expect_is_the_service_failing(
+    tmp_path: Path,
+) -> None:
+    """A 4xx other than 404/409 means this service sent something the other refused: no
+    fault of the end client, so not passed on as a 4xx (auth's client does the same)."""
+    async with started(make_config(tmp_path), [flights.SERVICE, auth.SERVICE]) as runtime:
+        flight = await create_flight(runtime, capacity=10)
+        async with client(runtime.apps["flights"]) as http:
+            with pytest.raises(ServiceUnavailable) as refused:
+                await HttpFlights(http, "http://test").reserve_seats(flight["id"], 2_000_000)
+        assert refused.value.status_code == 503
+        assert "answered 400" in refused.value.message and "seats" in refused.value.message
+        async with client(runtime.apps["auth"]) as http:
+            with pytest.raises(ServiceUnavailable) as refused:
+                await HttpAuth(http, "http://test").user_email(0)
+        assert refused.value.status_code == 503 and "answered 400" in refused.value.message
 
 
 async def test_a_closed_port_is_unavailable_at_once() -> None:

@@ -7,7 +7,7 @@ from typing import Protocol
 import httpx
 from databases import Database
 
-from airbourne.clients.errors import TIMEOUT_SECONDS, ServiceUnavailable, call
+from airbourne.clients.errors import TIMEOUT_SECONDS, call, unexpected
 from airbourne.http import ApiError
 from airbourne.runtime import Runtime
 from airbourne.services.auth import store
@@ -53,7 +53,7 @@ class HttpAuth:
         if answer.status_code == 404:
             raise UserNotFound(user_id)
         if answer.status_code != 200:
-            raise ServiceUnavailable("auth", f"GET {url} answered {answer.status_code}")
+            raise unexpected("auth", "GET", url, answer)
         return answer.json()["data"]["email"]
 
 

@@ -55,6 +55,20 @@ async def call(
     return answer
 
 
+def unexpected(service: str, method: str, url: str, answer: httpx.Response) -> ServiceUnavailable:
+    """For an answer the caller has no meaning for (a 4xx it does not expect): the calling
+    service sent something the other refused, no fault of the end client, so it is that
+    service failing the call, with the status and the message it gave."""
+    return ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}: {_message(answer)}")
+
+
+def _message(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["message"])
+    except (ValueError, KeyError, TypeError):
+        return answer.reason_phrase or "no message"
+
+
 def timeouts(seconds: float) -> httpx.Timeout:
     """`seconds` for the whole call, at most `CONNECT_TIMEOUT_SECONDS` of it to connect."""
     return httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT_SECONDS, seconds))

@@ -15,8 +15,7 @@ import httpx
 from databases import Database
 
 from airbourne import db
-from airbourne.clients.errors import TIMEOUT_SECONDS, call
-from airbourne.http import ApiError
+from airbourne.clients.errors import TIMEOUT_SECONDS, call, unexpected
 from airbourne.runtime import Runtime
 from airbourne.services.flights import store
 from airbourne.services.flights.schema import flights
@@ -103,7 +102,7 @@ class HttpFlights:
             raise FlightNotFound(flight_id)
         if answer.status_code == 409 and refusal is not None:
             raise refusal(flight_id, body["seats"])
-        raise ApiError(answer.status_code, f"flights service: {_message(answer)}")
+        raise unexpected("flights", method, url, answer)
 
 
 Refusal = Callable[[int, int], Exception]
@@ -120,10 +119,3 @@ def flights_client(runtime: Runtime, timeout: float = TIMEOUT_SECONDS) -> Flight
 def _utc(text: str) -> datetime:
     """The flights service's ISO 8601 UTC time as the naive UTC datetime the store returns."""
     return datetime.fromisoformat(text).astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _message(answer: httpx.Response) -> str:
-    try:
-        return str(answer.json()["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"answered {answer.status_code}"
