@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from datetime import datetime, timedelta
 from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -62,7 +63,10 @@ async def create_tickets(
         return []
     try:
         async with database.connection() as conn:
-            async with conn.transaction():  # SQLite: one commit, not one per row
+            # MySQL sends one multi-row INSERT, atomic by itself; SQLite runs the statement
+            # once per row, so all rows go in one transaction (and one commit).
+            atomic = conn.transaction() if db.is_sqlite(database) else contextlib.nullcontext()
+            async with atomic:
                 await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
     except db.IntegrityErrors:
         return [await create_ticket(database, fields, message_id=message_id)
