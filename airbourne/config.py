@@ -155,9 +155,11 @@ def _build(sections: dict[str, dict[str, Any]]) -> Config:
         services[name] = ServiceConfig(name, host, port, url, database_url, options)
     if sections["database"]["pool_size"] < 1:
         raise ConfigError("database.pool_size must be at least 1")
-    for key in ("booking.outbox_interval_seconds", "reminder.send_interval_seconds"):
+    positive = ("booking.outbox_interval_seconds", "reminder.send_interval_seconds",
+                "server.keep_alive_seconds")
+    for key in positive:
         section, name = key.split(".")
-        if sections[section][name] <= 0:  # 0 would make the job a busy loop
+        if sections[section][name] <= 0:  # 0: a job would be a busy loop, no connection kept
             raise ConfigError(f"{key} must be positive, got {sections[section][name]}")
     if server["environment"] == "production" and not sections["auth"]["jwt_secret"]:
         raise ConfigError(

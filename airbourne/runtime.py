@@ -195,6 +195,7 @@ async def serve(
                     log_config=None,
                     access_log=config["server"]["access_log"],
                     server_header=False,
+                    timeout_keep_alive=config["server"]["keep_alive_seconds"],
                     timeout_graceful_shutdown=10,
                 )
             )

@@ -76,6 +76,31 @@ def test_bad_configuration_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes the idle connection `sock` within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_configured_time(tmp_path):
+    with Airbourne(tmp_path, services="flights",
+                   env={"AIRBOURNE_SERVER_KEEP_ALIVE_SECONDS": "1"}) as server:
+        server.start(expect=1)
+        request = b"GET /api/v1/city HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.ports["flights"])) as sock:
+            sock.sendall(request)
+            answer = b""
+            while not answer.endswith(b"}"):  # the whole answer, which may come in parts
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            assert not _closed_within(sock, 0.3)  # kept open for the next request
+            assert _closed_within(sock, 5.0)  # and closed once idle for a second
+        assert server.stop(signal.SIGINT) == 0
+
+
 def test_workers_share_the_ports_and_stop_together(tmp_path):
     """`--workers 2` on the embedded defaults: both processes serve, bookings made in
     either reach the one relay and sender (worker 0), and SIGTERM stops them all."""
