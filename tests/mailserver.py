@@ -36,6 +36,10 @@ class MailServer:
         self.data_seconds = data_seconds
         """How long accepting each message takes, to make concurrent sends overlap."""
         self.in_flight = self.most_in_flight = 0
+        self.peers: set[tuple[str, int]] = set()
+        """The client ends that delivered messages: one per connection used."""
+        self.refused: set[str] = set()
+        """Recipients answered 550."""
         self._smtp_options = smtp_options
         self._controller: Controller | None = None
 
@@ -64,7 +68,14 @@ class MailServer:
                 await anyio.sleep(0.01)
         return self.received
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address in self.refused:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope) -> str:
+        self.peers.add(session.peer)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:

@@ -78,6 +78,46 @@ async def test_smtp_delivers_to_a_real_server():
     assert received.body == "Boarding at gate G7.\nHave a good flight, Ada."
 
 
+async def test_smtp_sends_many_messages_on_one_connection():
+    with MailServer() as server:
+        mailer = SmtpMailer("127.0.0.1", server.port, timeout=5)
+        for n in range(5):
+            await mailer.send(reminder_email(subject=f"Message {n}"))
+        await mailer.close()
+    assert [r.message["Subject"] for r in server.received] == [f"Message {n}" for n in range(5)]
+    assert len(server.peers) == 1
+
+
+async def test_smtp_replaces_a_connection_the_server_closed():
+    """A server restart (or an idle timeout) closes the kept connection: the next message
+    goes out on a new one, no error, no message lost."""
+    server = MailServer()
+    server.start()
+    mailer = SmtpMailer("127.0.0.1", server.port, timeout=5)
+    try:
+        await mailer.send(reminder_email(subject="Before"))
+        server.stop()
+        server.start()
+        await mailer.send(reminder_email(subject="After"))
+    finally:
+        await mailer.close()
+        server.stop()
+    assert [r.message["Subject"] for r in server.received] == ["Before", "After"]
+    assert len(server.peers) == 2
+
+
+async def test_smtp_refused_recipient_is_a_mail_error_and_the_connection_serves_on():
+    with MailServer() as server:
+        server.refused.add("nobody@example.com")
+        mailer = SmtpMailer("127.0.0.1", server.port, timeout=5)
+        with pytest.raises(MailError, match="no such mailbox"):
+            await mailer.send(reminder_email(recipient="nobody@example.com"))
+        await mailer.send(reminder_email(subject="Still here"))
+        await mailer.close()
+    assert [r.message["Subject"] for r in server.received] == ["Still here"]
+    assert len(server.peers) == 1
+
+
 async def test_smtp_down_is_a_mail_error():
     closed_port = free_port()
     with pytest.raises(MailError, match=f"127.0.0.1:{closed_port}"):

@@ -32,6 +32,9 @@ class Mailer(Protocol):
     async def send(self, message: Message) -> None:
         """Hand `message` over for delivery, or raise `MailError`."""
 
+    async def close(self) -> None:
+        """Let go of what the transport keeps open (at shutdown)."""
+
 
 def is_address(text: str) -> bool:
     """Whether `text` is one plain address (`user@example.com`) an email header can carry.

@@ -30,6 +30,9 @@ class OutboxMailer:
         except OSError as exc:
             raise MailError(f"outbox {self.folder}: {exc}") from exc
 
+    async def close(self) -> None:
+        """Nothing is kept open between messages."""
+
     def messages(self) -> list[Path]:
         """The messages written so far, oldest first."""
         if not self.folder.is_dir():

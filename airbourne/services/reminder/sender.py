@@ -85,16 +85,20 @@ class Sender:
             self._due_now.set()
 
     async def run(self) -> None:
-        """Send due tickets every `interval_seconds`, or sooner when woken, until cancelled."""
-        while True:
-            self._due_now.clear()
-            try:
-                await self.send_due()
-            except Exception:  # the database is away: keep the loop, try at the next tick
-                logger.exception("sending due tickets failed; trying again in %.1f s",
-                                 self.interval_seconds)
-            with anyio.move_on_after(self.interval_seconds):
-                await self._due_now.wait()
+        """Send due tickets every `interval_seconds`, or sooner when woken, until cancelled;
+        then close the mailer's connections."""
+        try:
+            while True:
+                self._due_now.clear()
+                try:
+                    await self.send_due()
+                except Exception:  # the database is away: keep the loop, try at the next tick
+                    logger.exception("sending due tickets failed; trying again in %.1f s",
+                                     self.interval_seconds)
+                with anyio.move_on_after(self.interval_seconds):
+                    await self._due_now.wait()
+        finally:
+            await self.mailer.close()
 
     async def send_due(self, now: datetime | None = None) -> int:
         """Send every ticket due at `now` (default: the current time), `concurrency` at a
