@@ -138,6 +138,23 @@ def test_smoke_profile_books_through_a_real_airbourne(tmp_path):
 
 
 @pytest.mark.e2e
+def test_drain_waits_for_every_confirmation_email(tmp_path):
+    with Airbourne(tmp_path / "data") as server:
+        server.start(expect=5)
+        result = run_bench(
+            "bench.drain", "--pid", str(server.process.pid), "--outbox",
+            str(tmp_path / "data" / "outbox"), "--duration", "1", "--vus", "4",
+            "--setup-flights", "2", "--setup-users", "2", "--gateway", server.url("gateway"),
+            "--auth", server.url("auth"), "--flights", server.url("flights"),
+        )
+        emails = len(list((tmp_path / "data" / "outbox").glob("*.eml")))
+    assert result.returncode == 0, result.stderr
+    booked = int(result.stdout.split()[1])
+    assert booked > 0 and emails == booked
+    assert "all done" in result.stdout and "ms per booking" in result.stdout
+
+
+@pytest.mark.e2e
 def test_target_mode_drives_the_bare_endpoint(tmp_path):
     port = free_port()
     bare = subprocess.Popen([sys.executable, "-m", "bench.bare", "--port", str(port)], cwd=ROOT)
