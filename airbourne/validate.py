@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from starlette.requests import Request
 
 from airbourne.http import bad_request
+from airbourne.mail.base import is_address
 
 MAX_INT = 2**31 - 1
 MISSING: Any = object()
@@ -80,8 +81,10 @@ def string(
 
 
 def email(data: Mapping[str, Any], name: str = "email") -> str:
+    """One address an email can be sent to: the pattern alone lets `a,b@example.com` (two
+    recipients in a `To` header) through, so the mail package has the last word."""
     value = string(data, name, max_length=254).strip().lower()
-    if not _EMAIL.match(value):
+    if not _EMAIL.match(value) or not is_address(value):
         raise bad_request(name, "must be a valid email address")
     return value
 

@@ -173,6 +173,7 @@ async def test_signup_accepts_an_email_of_254_characters(http) -> None:
         ({"email": [EMAIL], "password": PASSWORD}, "email"),
         ({"email": "not-an-email", "password": PASSWORD}, "email"),
         ({"email": "ada@example", "password": PASSWORD}, "email"),
+        ({"email": "a,b@example.com", "password": PASSWORD}, "email"),  # two recipients
         ({"email": "a" * 243 + "@example.com", "password": PASSWORD}, "email"),
         ({"email": EMAIL, "password": 12345678}, "password"),
         ({"email": EMAIL, "password": "abc"}, "password"),

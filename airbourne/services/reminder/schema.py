@@ -75,10 +75,7 @@ def status(data: Mapping[str, Any], name: str, *, required: bool = True, default
 
 
 def recipient(data: Mapping[str, Any], name: str) -> str:
-    value = validate.email(data, name)
-    if not is_address(value):
-        raise bad_request(name, "must be a valid email address")
-    return value
+    return validate.email(data, name)
 
 
 def sender(data: Mapping[str, Any], name: str) -> Any:
