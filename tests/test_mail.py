@@ -118,6 +118,27 @@ async def test_smtp_refused_recipient_is_a_mail_error_and_the_connection_serves_
     assert len(server.peers) == 1
 
 
+async def test_smtp_closing_a_new_connection_mid_message_is_a_mail_error():
+    """Only a kept connection found closed is retried; a new one closing is the server
+    failing, for the sender to record and retry later."""
+    import asyncio
+
+    async def greet_then_hang_up(reader, writer):
+        writer.write(b"220 flaky.test ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250 flaky.test\r\n")
+        await reader.readline()  # MAIL FROM: hang up instead of answering
+        writer.close()
+
+    server = await asyncio.start_server(greet_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(MailError, match=f"127.0.0.1:{port}"):
+            await SmtpMailer("127.0.0.1", port, timeout=5).send(reminder_email())
+    finally:
+        server.close()
+
+
 async def test_smtp_down_is_a_mail_error():
     closed_port = free_port()
     with pytest.raises(MailError, match=f"127.0.0.1:{closed_port}"):

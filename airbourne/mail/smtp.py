@@ -52,7 +52,10 @@ class SmtpMailer:
                 return
             except aiosmtplib.SMTPServerDisconnected:
                 continue  # closed while idle: the message was not taken
-        await self._send_on(await self._connect(), message)
+        try:
+            await self._send_on(await self._connect(), message)
+        except aiosmtplib.SMTPServerDisconnected as exc:  # a new connection: a real failure
+            raise self._error(exc) from exc
 
     async def close(self) -> None:
         """Close the kept connections (at shutdown)."""
