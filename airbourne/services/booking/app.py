@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,7 +28,6 @@ from airbourne.clients.flights import (
 from airbourne.http import (
     JSON,
     ApiError,
-    bad_request,
     conflict,
     exception_handlers,
     not_found,
