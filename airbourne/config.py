@@ -156,7 +156,7 @@ def _build(sections: dict[str, dict[str, Any]]) -> Config:
     if sections["database"]["pool_size"] < 1:
         raise ConfigError("database.pool_size must be at least 1")
     positive = ("booking.outbox_interval_seconds", "reminder.send_interval_seconds",
-                "server.keep_alive_seconds")
+                "server.keep_alive_seconds", "booking.outbox_keep_days")
     for key in positive:
         section, name = key.split(".")
         if sections[section][name] <= 0:  # 0: a job would be a busy loop, no connection kept

@@ -74,6 +74,7 @@ def test_listening_on_all_interfaces_is_reached_on_loopback(tmp_path):
         ("[reminder]\nsend_interval_seconds = 0\n", "reminder.send_interval_seconds must be positive"),
         ("[booking]\noutbox_interval_seconds = -1\n", "booking.outbox_interval_seconds must be positive"),
         ("[server]\nkeep_alive_seconds = 0\n", "server.keep_alive_seconds must be positive"),
+        ("[booking]\noutbox_keep_days = 0\n", "booking.outbox_keep_days must be positive"),
     ],
 )
 def test_bad_files_give_one_line_reasons(tmp_path, text, message):

@@ -205,3 +205,27 @@ async def _delete_topology(amqp_url: str, name: str) -> None:
             await channel.queue_delete(queue)
         for exchange in (name, f"{name}.dlx"):
             await channel.exchange_delete(exchange)
+
+
+async def test_sent_rows_are_pruned_after_the_keep_time_and_unsent_ones_never(
+    tmp_path: Path, database_url: str
+) -> None:
+    from airbourne.db import utcnow
+    from airbourne.services.booking import outbox
+    from airbourne.services.booking.schema import outbox as table
+
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        flight = await create_flight(runtime, departure=DEPARTURE)
+        for user_id in (1, 2, 3):
+            await book(http, flight["id"], 1, user_id)
+        await eventually(lambda: all_sent(runtime))
+        ids = [row["id"] for row in await outbox_rows(runtime)]
+        assert len(ids) == 6  # a confirmation and a reminder per booking
+        database = runtime.database("booking")
+        long_ago = utcnow() - timedelta(days=30)
+        await database.execute(table.update().where(table.c.id.in_(ids[:4])).values(sentAt=long_ago))
+        await database.execute(table.update().where(table.c.id == ids[4]).values(sentAt=None))
+
+        assert await outbox.prune(database, utcnow() - timedelta(days=7), batch=3) == 4
+        assert [row["id"] for row in await outbox_rows(runtime)] == ids[4:]
+        assert await outbox.prune(database, utcnow() - timedelta(days=7), batch=3) == 0

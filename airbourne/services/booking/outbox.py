@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from databases import Database
@@ -44,6 +44,8 @@ logger = logging.getLogger("airbourne.booking.outbox")
 RELEASE_SEATS = "release_seats"
 BATCH_SIZE = 200
 MAX_BACKOFF_SECONDS = 30.0
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 10_000
 
 PUBLISH = "publish"
 RELEASE = "release"
@@ -220,6 +222,44 @@ async def _record(
                 f"UPDATE outbox SET attempts = attempts + 1, {change} WHERE id IN {listed}",
                 {**values, "now": now, "error": error},
             )
+
+
+async def prune_periodically(runtime: Runtime) -> None:
+    """Every hour, delete the rows sent more than `booking.outbox_keep_days` ago: two rows
+    per booking would otherwise grow the table for ever. Unsent rows are never deleted."""
+    database = runtime.apps["booking"].state.database
+    keep = timedelta(days=runtime.config["booking"]["outbox_keep_days"])
+    while True:
+        try:
+            if deleted := await prune(database, utcnow() - keep):
+                logger.info("outbox: deleted %d rows sent more than %s ago", deleted, keep)
+        except Exception:  # the database is away: the next round deletes them
+            logger.exception("outbox: deleting sent rows failed; trying again in an hour")
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+
+async def prune(database: Database, sent_before: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete the rows sent before `sent_before`, oldest first, at most `batch` per statement
+    so a busy table is never locked for long; returns how many were deleted.
+
+    Each round finds the highest id among the `batch` oldest such rows and deletes those up
+    to it (a DELETE with LIMIT, or a LIMIT inside IN, is refused by SQLite or MariaDB).
+    """
+    values = {"before": sent_before, "batch": batch}
+    deleted = 0
+    async with database.connection() as conn:
+        while True:
+            found = await db.fetch_one(conn, _PRUNE_EDGE, values)
+            if found is None or found["edge"] is None:
+                return deleted
+            deleted += await db.rowcount(conn, _PRUNE, {**values, "edge": found["edge"]})
+
+
+_PRUNE_EDGE = (
+    "SELECT MAX(id) AS edge FROM (SELECT id FROM outbox"
+    " WHERE sentAt IS NOT NULL AND sentAt < :before ORDER BY id LIMIT :batch) AS oldest"
+)
+_PRUNE = "DELETE FROM outbox WHERE id <= :edge AND sentAt IS NOT NULL AND sentAt < :before"
 
 
 async def _nap(wakeup: asyncio.Event, seconds: float) -> None:
