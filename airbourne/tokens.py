@@ -1,8 +1,10 @@
 """Access tokens: JWTs signed with HS256 and a shared secret.
 
 The auth service issues them at sign-in; the gateway verifies them on every request without a
-database call, so `Tokens.verify` does only the signature, the JSON and a few comparisons:
-the key and the claim rules are prepared once, in `__init__`.
+database call, so `Tokens.check` does only the signature, the JSON and a few comparisons:
+the key and the claim rules are prepared once, in `__init__`. A client sends the same token
+with every request for an hour, so `Tokens.verify` remembers the tokens it has accepted and
+for those only compares the expiry with the clock.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ HEADER = "x-access-token"
 ALGORITHMS = ["HS256"]
 LEEWAY_SECONDS = 5
 """Clock skew tolerated between the host that issued a token and the one verifying it."""
+REMEMBERED = 10_000
+"""Accepted tokens kept by `Tokens.verify`. Only a token with a valid signature gets in, so a
+client cannot fill it with junk; when full, the oldest goes."""
 
 
 class InvalidToken(Exception):
@@ -53,6 +58,7 @@ class Tokens:
         self._rules = jwt.JWTClaimsRegistry(
             leeway=LEEWAY_SECONDS, id=essential, email=essential, exp=essential
         )
+        self._accepted: dict[str, Claims] = {}
 
     def issue(self, user_id: int, email: str) -> str:
         now = int(time.time())
@@ -60,6 +66,22 @@ class Tokens:
         return jwt.encode(self._header, claims, self._key, algorithms=ALGORITHMS)
 
     def verify(self, token: str) -> Claims:
+        """The claims of `token`, checked in full the first time it is seen.
+
+        Remembering an accepted token is safe because only time can change the outcome of
+        `check`, and only the expiry can turn it from accepted to refused (a token whose
+        `iat` or `nbf` lies in the future is refused, so never remembered).
+        """
+        claims = self._accepted.pop(token, None)
+        if claims is None or time.time() > claims.expires + LEEWAY_SECONDS:
+            claims = self.check(token)  # an expired token raises here and is forgotten
+            if len(self._accepted) >= REMEMBERED:
+                del self._accepted[next(iter(self._accepted))]
+        self._accepted[token] = claims  # re-inserted: the most recently used goes last
+        return claims
+
+    def check(self, token: str) -> Claims:
+        """The claims of `token` after checking its signature and claims, or `InvalidToken`."""
         try:
             claims = jwt.decode(token, self._key, algorithms=ALGORITHMS).claims
             self._rules.validate(claims)

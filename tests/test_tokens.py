@@ -11,7 +11,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from airbourne.tokens import Claims, InvalidToken, Tokens, load_secret
+from airbourne import tokens as tokens_module
+from airbourne.tokens import LEEWAY_SECONDS, Claims, InvalidToken, Tokens, load_secret
 from support import make_config
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -58,6 +59,29 @@ def test_expired_token_is_refused() -> None:
 def test_a_token_just_past_its_expiry_beyond_the_leeway_is_refused() -> None:
     with pytest.raises(InvalidToken, match="expired"):
         tokens.verify(_signed(_claims(exp=int(time.time()) - 10)))
+
+
+def test_an_accepted_token_is_refused_once_it_expires(monkeypatch) -> None:
+    fresh = Tokens(SECRET, 60)
+    token = fresh.issue(7, "ada@example.com")
+    assert fresh.verify(token).id == 7
+    assert fresh.verify(token).id == 7  # the second time from memory
+    later = time.time() + 60 + LEEWAY_SECONDS + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        fresh.verify(token)
+
+
+def test_verify_checks_a_token_once_and_forgets_the_least_recently_used(monkeypatch) -> None:
+    monkeypatch.setattr(tokens_module, "REMEMBERED", 2)
+    fresh = Tokens(SECRET, 3600)
+    checked: list[str] = []
+    check = fresh.check
+    monkeypatch.setattr(fresh, "check", lambda token: checked.append(token) or check(token))
+    a, b, c = (fresh.issue(user, f"user{user}@example.com") for user in (1, 2, 3))
+    for token in (a, b, a, c, a, b):
+        fresh.verify(token)
+    assert checked == [a, b, c, b]  # c pushed out b, the least recently used
 
 
 def test_tampered_signature_is_refused() -> None:
