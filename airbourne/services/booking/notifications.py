@@ -97,4 +97,4 @@ def _seats(count: int) -> str:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.isoformat(" ", "minutes") + " UTC"
