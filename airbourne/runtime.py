@@ -178,15 +178,17 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await runtime.start()
-    # Everything loaded so far (modules, apps, tables) lives as long as the process: moved
-    # out of the collector's generations, a full collection no longer walks it, which
-    # shortens the pauses that make up the latency tail.
-    gc.collect()
-    gc.freeze()
     servers: list[uvicorn.Server] = []
     ticks: list[asyncio.Task] = []
     try:
+        # Inside the try: an app that refuses its settings must still close the databases
+        # opened before it, or their threads keep the process alive after the error.
+        await runtime.start()
+        # Everything loaded so far (modules, apps, tables) lives as long as the process:
+        # moved out of the collector's generations, a full collection no longer walks it,
+        # which shortens the pauses that make up the latency tail.
+        gc.collect()
+        gc.freeze()
         for name, app in runtime.apps.items():
             server = uvicorn.Server(
                 uvicorn.Config(

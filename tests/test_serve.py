@@ -76,6 +76,24 @@ def test_bad_configuration_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("services, setting, value, reason", [
+    ("flights,gateway", "GATEWAY_RATE_LIMIT", "lots", "gateway.rate_limit"),
+    ("reminder", "MAIL_FROM_ADDRESS", "nobody", "mail.from_address must be an address"),
+])
+def test_a_setting_an_app_refuses_stops_start_up_in_one_line(
+    tmp_path, services, setting, value, reason
+):
+    """Checked when the app is built, after the databases opened: their threads must not
+    keep the process alive after the error."""
+    result = run_cli("serve", "--services", services, timeout=20, env={
+        "AIRBOURNE_SERVER_DATA_DIR": str(tmp_path), f"AIRBOURNE_{setting}": value,
+        **{f"AIRBOURNE_{name.upper()}_PORT": "0" for name in services.split(",")}})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("airbourne: ") and reason in last, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
     """Whether the server closes the idle connection `sock` within `seconds`."""
     sock.settimeout(seconds)
