@@ -36,6 +36,31 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
+BOUNDS: dict[str, tuple[float, str]] = {
+    # A count below one stops the work: no connection, no send, no message taken (a memory
+    # broker with no prefetch slot never delivers).
+    "database.pool_size": (1, "at least 1"),
+    "broker.prefetch": (1, "at least 1"),
+    "reminder.max_attempts": (1, "at least 1"),
+    "reminder.send_concurrency": (1, "at least 1"),
+    # A zero interval is a busy loop, a zero timeout fails every call, a zero lifetime issues
+    # tokens that are already expired.
+    "booking.outbox_interval_seconds": (0, "positive"),
+    "booking.outbox_keep_days": (0, "positive"),
+    "reminder.send_interval_seconds": (0, "positive"),
+    "server.keep_alive_seconds": (0, "positive"),
+    "broker.reconnect_max_seconds": (0, "positive"),
+    "auth.token_lifetime_seconds": (0, "positive"),
+    "gateway.upstream_timeout_seconds": (0, "positive"),
+    "mail.smtp_timeout_seconds": (0, "positive"),
+    # Zero is meaningful: retry at once, never wait for the SQLite lock, remind at departure.
+    "reminder.retry_base_seconds": (0, "zero or more"),
+    "database.busy_timeout_seconds": (0, "zero or more"),
+    "booking.reminder_before_departure_hours": (0, "zero or more"),
+}
+"""Numeric settings that only make sense in a range: the lowest value and how to say it."""
+
+
 class ConfigError(Exception):
     """A configuration problem, with a message fit for one line on the terminal."""
 
@@ -153,14 +178,11 @@ def _build(sections: dict[str, dict[str, Any]]) -> Config:
         database_url = database_url.format(service=name, data_dir=data_dir)
         options = {k: v for k, v in section.items() if k not in SERVICE_KEYS}
         services[name] = ServiceConfig(name, host, port, url, database_url, options)
-    if sections["database"]["pool_size"] < 1:
-        raise ConfigError("database.pool_size must be at least 1")
-    positive = ("booking.outbox_interval_seconds", "reminder.send_interval_seconds",
-                "server.keep_alive_seconds", "booking.outbox_keep_days")
-    for key in positive:
+    for key, (lowest, words) in BOUNDS.items():
         section, name = key.split(".")
-        if sections[section][name] <= 0:  # 0: a job would be a busy loop, no connection kept
-            raise ConfigError(f"{key} must be positive, got {sections[section][name]}")
+        value = sections[section][name]
+        if value < lowest or (words == "positive" and value == lowest):
+            raise ConfigError(f"{key} must be {words}, got {value}")
     if server["environment"] == "production" and not sections["auth"]["jwt_secret"]:
         raise ConfigError(
             "auth.jwt_secret is required in production (set AIRBOURNE_AUTH_JWT_SECRET)"

@@ -75,6 +75,17 @@ def test_listening_on_all_interfaces_is_reached_on_loopback(tmp_path):
         ("[booking]\noutbox_interval_seconds = -1\n", "booking.outbox_interval_seconds must be positive"),
         ("[server]\nkeep_alive_seconds = 0\n", "server.keep_alive_seconds must be positive"),
         ("[booking]\noutbox_keep_days = 0\n", "booking.outbox_keep_days must be positive"),
+        ("[broker]\nprefetch = 0\n", "broker.prefetch must be at least 1, got 0"),
+        ("[reminder]\nmax_attempts = 0\n", "reminder.max_attempts must be at least 1"),
+        ("[reminder]\nsend_concurrency = -2\n", "reminder.send_concurrency must be at least 1"),
+        ("[reminder]\nretry_base_seconds = -1\n", "reminder.retry_base_seconds must be zero or more"),
+        ("[auth]\ntoken_lifetime_seconds = 0\n", "auth.token_lifetime_seconds must be positive"),
+        ("[broker]\nreconnect_max_seconds = 0\n", "broker.reconnect_max_seconds must be positive"),
+        ("[gateway]\nupstream_timeout_seconds = 0\n", "gateway.upstream_timeout_seconds must be positive"),
+        ("[mail]\nsmtp_timeout_seconds = -5\n", "mail.smtp_timeout_seconds must be positive"),
+        ("[database]\nbusy_timeout_seconds = -1\n", "database.busy_timeout_seconds must be zero or more"),
+        ("[booking]\nreminder_before_departure_hours = -24\n",
+         "booking.reminder_before_departure_hours must be zero or more"),
     ],
 )
 def test_bad_files_give_one_line_reasons(tmp_path, text, message):

@@ -472,7 +472,6 @@ async def test_an_empty_limit_means_no_limit(tmp_path: Path) -> None:
     [
         ("RATE_LIMIT", "lots"), ("RATE_LIMIT", "10/fortnight"), ("RATE_LIMIT", "0/second"),
         ("SIGNIN_RATE_LIMIT", "5 per"), ("RATE_LIMIT_STORAGE", "nosuch://host"),
-        ("UPSTREAM_TIMEOUT_SECONDS", "0"),
     ],
 )
 async def test_a_bad_gateway_setting_stops_start_up(tmp_path: Path, key: str, value: str) -> None:

@@ -39,8 +39,6 @@ def mailer_from_config(config: Config) -> Mailer:
         raise ConfigError("mail.smtp_host is required when mail.transport is 'smtp'")
     if not 1 <= settings["smtp_port"] <= 65535:
         raise ConfigError(f"mail.smtp_port must be between 1 and 65535, got {settings['smtp_port']}")
-    if settings["smtp_timeout_seconds"] <= 0:
-        raise ConfigError("mail.smtp_timeout_seconds must be positive")
     if bool(settings["smtp_user"]) != bool(settings["smtp_password"]):
         raise ConfigError("mail.smtp_user and mail.smtp_password must be set together")
     return SmtpMailer(

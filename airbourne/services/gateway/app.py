@@ -21,7 +21,6 @@ from starlette.routing import Route
 
 from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable
 from airbourne.clients.proxy import Answer, Headers, Proxies, end_to_end
-from airbourne.config import ConfigError
 from airbourne.http import JSON, ApiError, exception_handlers, read_body
 from airbourne.runtime import Runtime
 from airbourne.services.gateway.ratelimit import RateLimitMiddleware, RateLimits
@@ -118,8 +117,6 @@ def _relay(answer: Answer, method: str) -> Response:
 def create_app(runtime: Runtime) -> Starlette:
     config = runtime.config["gateway"]
     timeout = config["upstream_timeout_seconds"]
-    if timeout <= 0:
-        raise ConfigError(f"gateway.upstream_timeout_seconds must be positive, got {timeout}")
     limits = RateLimits(
         config["rate_limit"], config["signin_rate_limit"], config["rate_limit_storage"]
     )

@@ -72,9 +72,9 @@ class Sender:
             database,
             mailer,
             from_address=config["mail"]["from_address"],
-            max_attempts=max(1, settings["max_attempts"]),
-            retry_base_seconds=max(0.0, settings["retry_base_seconds"]),
-            concurrency=max(1, settings["send_concurrency"]),
+            max_attempts=settings["max_attempts"],
+            retry_base_seconds=settings["retry_base_seconds"],
+            concurrency=settings["send_concurrency"],
             interval_seconds=settings["send_interval_seconds"],
         )
 
