@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email._policybase import compat32
 
 import pytest
 from aiosmtpd.smtp import AuthResult
 
 from airbourne.config import ConfigError
+from airbourne.mail.base import POLICY
 from airbourne.mail import MailError, OutboxMailer, SmtpMailer, compose, is_address, mailer_from_config
 from mailserver import MailServer
 from support import free_port, make_config
@@ -34,6 +36,18 @@ def test_compose_fills_the_standard_headers():
     received = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
     assert received.get_content() == "Boarding at gate G7.\nHave a good flight, Ada.\n"
     assert message["Message-ID"] != reminder_email()["Message-ID"]
+
+
+@pytest.mark.parametrize("value", [
+    "Your flight AB123", "Booking confirmed: FN_1_2 departs 2026-11-24 12:00 UTC", "x",
+    "", "two  spaces", " leading", "trailing ", "a\ttab", "a;b,c=d", "w" * 80, "word " * 15,
+    "word " * 14 + "w", "<179.1.2@airbourne.local>", 'text/plain; charset="us-ascii"',
+    "Vol confirmé", "Ünïcode " * 12, "line\nbreak", "line\r\nbreak",
+])
+@pytest.mark.parametrize("name", ["Subject", "To", "Message-ID", "Content-Type"])
+def test_one_line_headers_are_written_as_compat32_writes_them(name, value):
+    assert POLICY.fold_binary(name, value) == compat32.fold_binary(name, value)
+    assert POLICY.fold(name, value) == compat32.fold(name, value)
 
 
 @pytest.mark.parametrize(

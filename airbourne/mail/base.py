@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from email._policybase import Compat32
 from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address
@@ -22,6 +23,30 @@ _UTF8.body_encoding = QP  # quoted-printable: a person opening the .eml can stil
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 """Addresses that are plainly fine, accepted without the full (slow) header parser."""
+
+
+class _OneLineHeaders(Compat32):
+    """`compat32`, but a header that already fits on one line in ASCII is written as it is.
+
+    `compat32` folds every header through `email.header.Header`, even one with nothing to
+    fold: that was a third of sending a confirmation email. Anything else (non-ASCII, too
+    long, a line break) still goes through it, so the bytes are the same.
+    """
+
+    def _fold(self, name: str, value: object, sanitize: bool) -> str:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and len(name) + 2 + len(value) <= self.max_line_length
+            and _ONE_LINE.fullmatch(value)
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
+_ONE_LINE = re.compile(r"[!-~]+(?: [!-~]+)*")
+"""Printable words with single spaces between them: text `Header` would write unchanged."""
+POLICY = _OneLineHeaders()
 
 
 class MailError(Exception):
@@ -60,7 +85,7 @@ def compose(sender: str, recipient: str, subject: str, body: str) -> Message:
     the rest of a booking's work. Non-ASCII text is encoded (RFC 2047) explicitly.
     """
     text = body if body.endswith("\n") else body + "\n"
-    message = MIMEText(text, "plain", "us-ascii" if text.isascii() else _UTF8)
+    message = MIMEText(text, "plain", "us-ascii" if text.isascii() else _UTF8, policy=POLICY)
     message["From"] = formataddr(parseaddr(sender))  # encodes a non-ASCII display name
     message["To"] = recipient
     message["Subject"] = _header(" ".join(subject.splitlines()))
