@@ -13,13 +13,21 @@ transport, `mail.transport = "outbox"`), and prints:
     airbourne serve --services all &
     python -m bench.drain --pid $! --outbox data/outbox --duration 15
 
-Give `--pid` once per process to count (with `--workers N`: the workers' pids).
+Give `--pid` once per process to count (with `--workers N`: the workers' pids). With
+`--peer NAME=PID` (repeatable) it also counts processes the bookings make work for, such as
+the database and the broker on the same machine, adds its own CPU time (the load), and
+prints what a booking costs the machine in all: the machine's cores divided by that is as
+many bookings per second as it could finish, however the work were spread.
+
+    python -m bench.drain --pid $PID --outbox data/outbox \
+        --peer mariadb=$(pgrep -x mariadbd) --peer rabbitmq=$(pgrep -f beam.smp)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -41,6 +49,19 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peer(text: str) -> tuple[str, int]:
+    """`NAME=PID` from the command line."""
+    name, _, pid = text.partition("=")
+    if not name or not pid.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PID, got {text!r}")
+    return name, int(pid)
+
+
 def emails(outbox: Path) -> int:
     return sum(1 for path in outbox.glob("*" + CONFIRMATIONS_MARK)) if outbox.is_dir() else 0
 
@@ -50,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, action="append", required=True,
                         help="a server process to count CPU time of (repeat for workers)")
     parser.add_argument("--outbox", type=Path, required=True, help="the mail outbox folder")
+    parser.add_argument("--peer", type=peer, action="append", default=[], metavar="NAME=PID",
+                        help="another process to count CPU time of, e.g. mariadb=1234")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load")
     parser.add_argument("--vus", type=int, default=CLOSED_VUS)
     parser.add_argument("--gateway", default="http://127.0.0.1:3005")
@@ -62,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     before, cpu_before = emails(args.outbox), cpu_seconds(args.pid)
+    peers_before = {name: cpu_seconds([pid]) for name, pid in args.peer}
+    own_before = own_cpu_seconds()
     urls = {"gateway": args.gateway, "auth": args.auth, "flights": args.flights}
     started = time.perf_counter()
     profile = named("closed", args.duration, args.vus)
@@ -80,6 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bookings {booked}  while booking {booked / load:.0f}/s  drain {drain:.1f} s  "
           f"all done {booked / (load + drain):.0f}/s  server CPU {1000 * cpu / booked:.2f} ms "
           f"per booking")
+    if args.peer:
+        costs = {"airbourne": cpu}
+        costs.update({name: cpu_seconds([pid]) - peers_before[name] for name, pid in args.peer})
+        costs["load"] = own_cpu_seconds() - own_before
+        total = sum(costs.values()) / booked
+        cores = len(os.sched_getaffinity(0))
+        print("CPU per booking: " + ", ".join(
+            f"{name} {1000 * seconds / booked:.2f} ms" for name, seconds in costs.items()
+        ) + f"; in all {1000 * total:.2f} ms: at most {cores / total:.0f} bookings/s "
+            f"on {cores} cores")
     return 0
 
 

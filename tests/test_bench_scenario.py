@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -146,12 +147,21 @@ def test_drain_waits_for_every_confirmation_email(tmp_path):
             str(tmp_path / "data" / "outbox"), "--duration", "1", "--vus", "4",
             "--setup-flights", "2", "--setup-users", "2", "--gateway", server.url("gateway"),
             "--auth", server.url("auth"), "--flights", server.url("flights"),
+            "--peer", f"pytest={os.getpid()}",
         )
         emails = len(list((tmp_path / "data" / "outbox").glob("*.eml")))
     assert result.returncode == 0, result.stderr
     booked = int(result.stdout.split()[1])
     assert booked > 0 and emails == booked
     assert "all done" in result.stdout and "ms per booking" in result.stdout
+    costs = result.stdout.splitlines()[-1]
+    assert costs.startswith("CPU per booking: airbourne ") and ", pytest " in costs
+    assert ", load " in costs and "bookings/s on" in costs
+
+
+def test_drain_refuses_a_malformed_peer():
+    result = run_bench("bench.drain", "--pid", "1", "--outbox", "x", "--peer", "mariadb")
+    assert result.returncode == 2 and "expected NAME=PID, got 'mariadb'" in result.stderr
 
 
 @pytest.mark.e2e
