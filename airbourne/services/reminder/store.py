@@ -144,7 +144,9 @@ async def claim_due(
     The SELECT only proposes candidates; the UPDATE checks the condition again row by row
     (MySQL locks each row and reads its latest version, SQLite has one writer at a time),
     so of two runs proposing the same ticket exactly one gets it. The rows are then read back
-    by the run's own token. Plain SQL: under load this runs for every few bookings.
+    by their ids and the run's own token: by the ids so that the primary key finds them, as
+    there is no index on the token and the table keeps every ticket ever sent. Plain SQL:
+    under load this runs for every few bookings.
     """
     values = {"pending": PENDING, "now": now, "limit": limit}
     async with database.connection() as conn:
@@ -164,7 +166,8 @@ async def claim_due(
             claim,
         )
         return await db.fetch_all(
-            conn, "SELECT * FROM tickets WHERE claimToken = :token", claim, _TIMES
+            conn, f"SELECT * FROM tickets WHERE id IN {listed} AND claimToken = :token",
+            claim, _TIMES,
         )
 
 
