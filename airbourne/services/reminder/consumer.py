@@ -82,7 +82,7 @@ class Consumer:
         fields = {
             "subject": validate.string(data, "mailSubject", max_length=schema.SUBJECT_MAX),
             "content": validate.string(data, "mailBody", max_length=schema.CONTENT_MAX),
-            "recepientEmail": schema.recipient(data, "mailTo"),
+            "recepientEmail": validate.email(data, "mailTo"),
             "mailFrom": schema.sender(data, "mailFrom"),
             "notificationTime": now,
             "status": schema.PENDING,

@@ -61,7 +61,7 @@ def ticket_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "subject": validate.string(data, "subject", max_length=SUBJECT_MAX),
         "content": validate.string(data, "content", max_length=CONTENT_MAX),
-        "recepientEmail": recipient(data, "recepientEmail"),
+        "recepientEmail": validate.email(data, "recepientEmail"),
         "notificationTime": validate.timestamp(data, "notificationTime"),
         "status": status(data, "status", required=False, default=PENDING),
     }
@@ -72,10 +72,6 @@ def status(data: Mapping[str, Any], name: str, *, required: bool = True, default
     if value is not default and value not in STATUSES:
         raise bad_request(name, f"must be one of {', '.join(STATUSES)}")
     return value
-
-
-def recipient(data: Mapping[str, Any], name: str) -> str:
-    return validate.email(data, name)
 
 
 def sender(data: Mapping[str, Any], name: str) -> Any:
