@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,7 +44,7 @@ async def is_authenticated(request: Request) -> Response:
 
 async def is_admin(request: Request) -> Response:
     await _authenticated_user(request)
-    user_id = validate.integer(await _query_or_body(request), "id", text=True)
+    user_id = await _id_of_query_or_body(request)
     roles = await store.roles_of(request.app.state.database, user_id)
     if roles is None:
         raise not_found(f"user {user_id}")
@@ -77,14 +75,16 @@ async def _authenticated_user(request: Request) -> int:
     return claims.id
 
 
-async def _query_or_body(request: Request) -> Mapping[str, Any]:
-    """The query parameters, or the JSON body when the query has no `id` and a body was sent
-    (the old platform read `id` from the body of this GET)."""
+async def _id_of_query_or_body(request: Request) -> int:
+    """`id` from the query string, or from the JSON body when the query has none and a body
+    was sent (the old platform read it from the body of this GET). In the body it must be a
+    JSON number, as in every other body; only the query string's text is converted."""
+    query = request.query_params
     headers = request.headers
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-    if "id" in request.query_params or not has_body:
-        return request.query_params
-    return await read_json(request)
+    if "id" in query or not has_body:
+        return validate.integer(query, "id", text=True)
+    return validate.integer(await read_json(request), "id")
 
 
 def create_app(runtime: Runtime) -> Starlette:
