@@ -16,6 +16,7 @@ import pytest
 from airbourne import db
 from airbourne.runtime import Runtime
 from airbourne.services import reminder
+from airbourne.services.reminder import store
 from airbourne.services.reminder.sender import send_due
 from mailserver import MailServer
 from support import client, make_config, started
@@ -181,3 +182,32 @@ async def test_default_outbox_transport_writes_due_tickets(tmp_path, database_ur
         assert await send_due(runtime, now=LATER) == 1
     [path] = (tmp_path / "data" / "outbox").glob("*.eml")
     assert b"Subject: Into the outbox" in path.read_bytes()
+
+
+async def test_a_claim_reads_the_due_tickets_not_the_whole_table(tmp_path, mysql_url):
+    """The table keeps every ticket ever sent, so a claim must find the due ones by index
+    and read them back by id. MariaDB counts, per connection, the rows read by full table
+    scans (`Handler_read_rnd_next`): a claim among 5,000 sent tickets adds far fewer.
+    (A claim that read back by its token, which has no index, added all 5,005.)"""
+    async with started(make_config(tmp_path, mysql_url), [reminder.SERVICE]) as runtime:
+        database = runtime.database("reminder")
+        fields = {"subject": "Sent", "content": "Long ago.", "recepientEmail": "ada@example.com",
+                  "status": "SUCCESS", "notificationTime": db.utcnow() - timedelta(days=1)}
+        await store.create_tickets(database, [(fields, None)] * 5000)
+        due = {**fields, "subject": "Due", "status": "PENDING"}
+        await store.create_tickets(database, [(due, None)] * 5)
+
+        async with database.connection() as conn:  # claim_due takes this one too: same task
+
+            async def scanned() -> int:
+                row = await conn.fetch_one("SHOW SESSION STATUS LIKE 'Handler_read_rnd_next'")
+                return int(row[1])
+
+            await conn.execute("ANALYZE TABLE tickets")
+            before = await scanned()
+            itself = await scanned() - before  # what SHOW STATUS adds by itself
+            claimed = await store.claim_due(database, db.utcnow(), 100, timedelta(minutes=5))
+            read = await scanned() - before - 2 * itself
+
+        assert sorted(ticket["subject"] for ticket in claimed) == ["Due"] * 5
+        assert read < 100, f"a claim read {read} rows by full scans"
