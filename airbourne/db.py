@@ -327,8 +327,8 @@ def create_tables(*tables: sa.Table) -> Apply:
     """A migration step that creates `tables` and their indexes as they are defined now.
 
     Use it for the migration that introduces a table. A later change to a table is a new
-    migration with its own ALTER statements, so an old database upgrades the same way a
-    new one was built.
+    migration (`add_columns`, or its own ALTER statements) that an old database needs and a
+    new one, built as the table is defined now, already has.
     """
 
     async def apply(conn: Connection, dialect_name: str) -> None:
@@ -344,6 +344,32 @@ async def _create(conn: Connection, dialect: Any, tables: Sequence[sa.Table]) ->
         await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
         for index in table.indexes:
             await conn.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+
+
+def add_columns(table: sa.Table, *names: str) -> Apply:
+    """A migration step that adds the nullable columns `names`, as `table` defines them now,
+    to a table built before they existed. A database built since has them already (its
+    `create_tables` step builds the table as defined now): they are left as they are."""
+
+    async def apply(conn: Connection, dialect_name: str) -> None:
+        present = await _column_names(conn, table.name, dialect_name)
+        for name in names:
+            if name not in present:
+                kind = table.c[name].type.compile(dialect=_DIALECTS[dialect_name])
+                await conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+
+    return apply
+
+
+async def _column_names(conn: Connection, table: str, dialect_name: str) -> set[str]:
+    if dialect_name == "sqlite":
+        return {row[1] for row in await conn.fetch_all(f"PRAGMA table_info({table})")}
+    rows = await conn.fetch_all(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = :name",
+        {"name": table},
+    )
+    return {row[0] for row in rows}
 
 
 _DIALECTS = {"sqlite": sqlite.dialect(), "mysql": mysql.dialect()}

@@ -4,14 +4,19 @@ booking service in one process books seats of a flights service in another."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import email
 import email.policy
 import json
+import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import httpx
+import pymysql
 import pytest
 
 from mailserver import MailServer
@@ -125,47 +130,107 @@ def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(tmp_path: Path, mysq
             assert server.stop() == 0
 
 
+@contextlib.contextmanager
+def split_mode(tmp_path: Path, database_url: str) -> Iterator[tuple[Airbourne, Airbourne]]:
+    """`--services flights` in one process; auth, booking and gateway in another, reaching
+    flights over HTTP. Yields the two."""
+    env = {"AIRBOURNE_DATABASE_URL": database_url} if database_url.startswith("mysql") else {}
+    flights_side = Airbourne(tmp_path / "flights", services="flights", env=env).start(expect=1)
+    try:
+        rest_env = {**env, "AIRBOURNE_FLIGHTS_URL": flights_side.url("flights"),
+                    "AIRBOURNE_BOOKING_OUTBOX_INTERVAL_SECONDS": "0.2"}
+        with Airbourne(tmp_path / "rest", services="auth,booking,gateway",
+                       env=rest_env).start(expect=3) as rest:
+            yield flights_side, rest
+    finally:
+        if flights_side.process.poll() is None:
+            flights_side.stop()
+
+
 def test_split_mode_books_seats_of_a_flights_service_in_another_process(tmp_path: Path,
                                                                        database_url: str) -> None:
     """`--services flights` in one process; auth, booking and gateway in another, reaching
     flights over HTTP. Concurrent bookings still never oversell, cancellation gives the
     seats back across the wire, and a flights outage is a clear 503, not a hang."""
-    env = {"AIRBOURNE_DATABASE_URL": database_url} if database_url.startswith("mysql") else {}
-    flights_side = Airbourne(tmp_path / "flights", services="flights", env=env).start(expect=1)
-    try:
+    with split_mode(tmp_path, database_url) as (flights_side, rest):
         flights = flights_side.url("flights")
-        rest_env = {**env, "AIRBOURNE_FLIGHTS_URL": flights,
-                    "AIRBOURNE_BOOKING_OUTBOX_INTERVAL_SECONDS": "0.2"}
-        with Airbourne(tmp_path / "rest", services="auth,booking,gateway",
-                       env=rest_env).start(expect=3) as rest:
-            gateway = rest.url("gateway")
-            users = [sign_in(rest.url("auth"), f"user{i}@example.com") for i in range(4)]
-            trip = flight(flights, capacity=20)
+        gateway = rest.url("gateway")
+        users = [sign_in(rest.url("auth"), f"user{i}@example.com") for i in range(4)]
+        trip = flight(flights, capacity=20)
 
-            with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-                answers = list(pool.map(lambda i: book(gateway, users[i % 4], trip["id"], 1),
-                                        range(40)))
-            statuses = sorted(answer.status_code for answer in answers)
-            assert statuses == [200] * 20 + [409] * 20
+        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda i: book(gateway, users[i % 4], trip["id"], 1),
+                                    range(40)))
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200] * 20 + [409] * 20
 
-            def free_seats() -> int:
-                return httpx.get(f"{flights}/api/v1/flights/{trip['id']}").json()["data"]["totalSeats"]
+        def free_seats() -> int:
+            return httpx.get(f"{flights}/api/v1/flights/{trip['id']}").json()["data"]["totalSeats"]
 
-            assert free_seats() == 0
-            first = next(a.json()["data"] for a in answers if a.status_code == 200)
-            owner = next(u for u in users if u["id"] == first["userId"])
-            cancel = httpx.post(f"{gateway}/bookingservice/api/v1/bookings/{first['id']}/cancel",
-                                headers={"x-access-token": owner["token"]}, timeout=10)
-            assert cancel.status_code == 200 and cancel.json()["data"]["status"] == "Cancelled"
-            wait_for(lambda: free_seats() == 1, seconds=15)
+        assert free_seats() == 0
+        first = next(a.json()["data"] for a in answers if a.status_code == 200)
+        owner = next(u for u in users if u["id"] == first["userId"])
+        cancel = httpx.post(f"{gateway}/bookingservice/api/v1/bookings/{first['id']}/cancel",
+                            headers={"x-access-token": owner["token"]}, timeout=10)
+        assert cancel.status_code == 200 and cancel.json()["data"]["status"] == "Cancelled"
+        wait_for(lambda: free_seats() == 1, seconds=15)
 
-            assert flights_side.stop() == 0
-            answer = book(gateway, users[0], trip["id"], 1)  # its client times out, not hangs
-            assert answer.status_code == 503, answer.text
-            assert "flights" in answer.json()["message"]
-    finally:
-        if flights_side.process.poll() is None:
-            flights_side.stop()
+        assert flights_side.stop() == 0
+        answer = book(gateway, users[0], trip["id"], 1)  # its client times out, not hangs
+        assert answer.status_code == 503, answer.text
+        assert "flights" in answer.json()["message"]
+
+
+@contextlib.contextmanager
+def flight_locked(database_url: str, data_dir: Path, flight_id: int) -> Iterator[None]:
+    """Hold a write lock that the flights service's seat changes wait for: the flight's row
+    on MariaDB, the database file on SQLite."""
+    if database_url.startswith("mysql"):
+        parts = urlsplit(database_url)
+        conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
+                               user=parts.username or "root", password=parts.password or "",
+                               database=parts.path.lstrip("/"))
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT id FROM flights WHERE id = %s FOR UPDATE", (flight_id,))
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+    else:
+        conn = sqlite3.connect(data_dir / "flights.db", isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+
+
+def test_split_mode_seats_taken_after_a_timeout_are_given_back(tmp_path: Path,
+                                                               database_url: str) -> None:
+    """Flights, in another process, takes the seats only after the booking service's call
+    has timed out (5 s): its database waited on a lock. The booking fails with 504 and
+    writes nothing; the seats come back, released by their reservation key."""
+    with split_mode(tmp_path, database_url) as (flights_side, rest):
+        flights = flights_side.url("flights")
+        user = sign_in(rest.url("auth"), "ada@example.com")
+        trip = flight(flights, capacity=10)
+
+        with flight_locked(database_url, tmp_path / "flights", trip["id"]):
+            answer = book(rest.url("gateway"), user, trip["id"], 3)
+        assert answer.status_code == 504, answer.text
+
+        def free_seats() -> int:
+            return httpx.get(f"{flights}/api/v1/flights/{trip['id']}").json()["data"]["totalSeats"]
+
+        wait_for(lambda: free_seats() == 10, seconds=15)
+        time.sleep(0.5)  # a second release, or a late reservation, would show by now
+        assert free_seats() == 10
+        mine = httpx.get(f"{rest.url('gateway')}/bookingservice/api/v1/bookings",
+                         headers={"x-access-token": user["token"]}, timeout=10)
+        assert mine.status_code == 200 and mine.json()["data"] == []
 
 
 @pytest.mark.parametrize("parts", ["embedded", "mariadb+rabbitmq"])

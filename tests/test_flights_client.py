@@ -12,6 +12,7 @@ import pytest
 
 from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable
 from airbourne.clients.flights import (
+    Conflict,
     FlightNotFound,
     HttpFlights,
     LocalFlights,
@@ -37,9 +38,10 @@ async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
             assert await local.get_flight(flight["id"]) == await remote.get_flight(flight["id"])
             assert (await remote.get_flight(flight["id"]))["id"] == flight["id"]
 
-            first = await local.reserve_seats(flight["id"], 3)
-            second = await remote.reserve_seats(flight["id"], 3)
+            first = await local.reserve_seats(flight["id"], 3, "first")
+            second = await remote.reserve_seats(flight["id"], 3, "second")
             assert (first.total_seats, second.total_seats) == (7, 4)
+            assert (first.key, second.key) == (None, "second")  # recorded over HTTP only
             for reservation in (first, second):
                 assert reservation.flight_id == flight["id"] and reservation.seats == 3
                 assert reservation.price == 700
@@ -52,14 +54,35 @@ async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
 
             for client_ in (local, remote):
                 with pytest.raises(NotEnoughSeats):
-                    await client_.reserve_seats(flight["id"], 7)
+                    await client_.reserve_seats(flight["id"], 7, "too-many")
                 with pytest.raises(FlightNotFound):
-                    await client_.reserve_seats(9999, 1)
+                    await client_.reserve_seats(9999, 1, "no-flight")
                 with pytest.raises(FlightNotFound):
                     await client_.release_seats(9999, 1)
                 with pytest.raises(FlightNotFound):
                     await client_.get_flight(9999)
             assert (await local.get_flight(flight["id"]))["totalSeats"] == 6
+
+
+async def test_a_reservation_over_http_is_released_once_by_its_key(
+    tmp_path: Path, database_url: str
+) -> None:
+    """However often the release is sent, and by either client: the seats come back once."""
+    async with started(make_config(tmp_path, database_url), [flights.SERVICE]) as runtime:
+        flight = await create_flight(runtime, capacity=10)
+        local = LocalFlights(runtime.database("flights"))
+        async with client(runtime.apps["flights"]) as http:
+            remote = HttpFlights(http, "http://test")
+            assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
+            assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
+            assert await remote.release_seats(flight["id"], 4, "trip") == 10
+            assert await remote.release_seats(flight["id"], 4, "trip") == 10
+            assert await local.release_seats(flight["id"], 4, "trip") == 10
+            # Released before it was made: the reservation, arriving late, takes nothing.
+            assert await remote.release_seats(flight["id"], 2, "late") == 10
+            with pytest.raises(Conflict):
+                await remote.reserve_seats(flight["id"], 2, "late")
+            assert (await local.get_flight(flight["id"]))["totalSeats"] == 10
 
 
 async def test_an_answer_the_client_does_not_expect_is_the_service_failing(
@@ -71,7 +94,7 @@ async def test_an_answer_the_client_does_not_expect_is_the_service_failing(
         flight = await create_flight(runtime, capacity=10)
         async with client(runtime.apps["flights"]) as http:
             with pytest.raises(ServiceUnavailable) as refused:
-                await HttpFlights(http, "http://test").reserve_seats(flight["id"], 2_000_000)
+                await HttpFlights(http, "http://test").reserve_seats(flight["id"], 2_000_000, "k")
         assert refused.value.status_code == 503
         assert "answered 400" in refused.value.message and "seats" in refused.value.message
         async with client(runtime.apps["auth"]) as http:
@@ -85,8 +108,9 @@ async def test_a_closed_port_is_unavailable_at_once() -> None:
         remote = HttpFlights(http, f"http://127.0.0.1:{free_port()}", timeout=30.0)
         with anyio.fail_after(10):  # a guard against hanging, far above the connect timeout
             with pytest.raises(ServiceUnavailable) as raised:
-                await remote.reserve_seats(1, 1)
+                await remote.reserve_seats(1, 1, "k")
     assert not isinstance(raised.value, ServiceTimeout)
+    assert not raised.value.maybe_done  # no connection: the request never went out
     assert raised.value.status == 503 and raised.value.service == "flights"
     assert raised.value.message.startswith("flights service unavailable: ")
 
@@ -99,7 +123,7 @@ async def test_a_silent_server_is_a_timeout() -> None:
         async with httpx.AsyncClient() as http:
             with pytest.raises(ServiceTimeout) as raised:
                 await HttpFlights(http, url, timeout=0.2).release_seats(1, 1)
-    assert raised.value.status == 504
+    assert raised.value.status == 504 and raised.value.maybe_done
 
 
 async def test_the_runtime_picks_local_or_http(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from airbourne.broker import Message
 from airbourne.clients.flights import HttpFlights
 from airbourne.runtime import Runtime
+from airbourne.services.booking.schema import outbox
 from booking_support import booking_runtime, create_flight, eventually, free_seats, outbox_rows
 from support import client, free_port
 
@@ -163,6 +164,33 @@ async def test_seats_come_back_after_a_flights_outage(tmp_path: Path, database_u
             assert await free_seats(runtime, flight["id"]) == 15  # given back once
             await anyio.sleep(0.3)
             assert await free_seats(runtime, flight["id"]) == 15
+
+
+async def test_a_release_done_again_gives_the_seats_back_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A crash between giving the seats back and marking the row sent makes the relay do it
+    again. Booked through flights' HTTP routes (as in split mode), the booking keeps its
+    reservation key, and a release by key gives the seats back once."""
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        async with client(runtime.apps["flights"]) as flights_http:
+            state = runtime.apps["booking"].state
+            state.flights = HttpFlights(flights_http, "http://test")
+            flight = await create_flight(runtime, capacity=20)
+            await book(http, flight["id"], 5, 1)
+            booking = await book(http, flight["id"], 3, 2)
+            answer = await http.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=user(2))
+            assert answer.status_code == 200
+            await eventually(lambda: all_sent(runtime))
+            assert await free_seats(runtime, flight["id"]) == 15
+
+            release = next(r for r in await outbox_rows(runtime) if r["kind"] == "release_seats")
+            assert len(json.loads(release["body"])["reservation"]) == 32
+            unsent = outbox.update().where(outbox.c.id == release["id"]).values(sentAt=None)
+            await runtime.database("booking").execute(unsent)  # as if it had never been marked
+            state.outbox_wakeup.set()
+            await eventually(lambda: all_sent(runtime))
+            assert await free_seats(runtime, flight["id"]) == 15  # not 18
 
 
 async def test_rabbitmq_gets_every_message_once_when_it_becomes_reachable(

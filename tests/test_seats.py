@@ -5,10 +5,11 @@ seats back never raises a flight above its capacity."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 import httpx
 import pytest
@@ -165,6 +166,115 @@ async def test_store_functions(runtime: Runtime) -> None:
         with pytest.raises(ValueError):
             await function(database, flight["id"], 0)
     assert await free_seats(runtime, flight["id"]) == 4
+
+
+# --- reservations under a caller's key ------------------------------------------------------
+
+
+async def test_a_keyed_reservation_is_taken_once_and_released_once(runtime: Runtime) -> None:
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=10, price=250)
+
+    first = await store.reserve_seats_once(database, "trip", flight["id"], 4)
+    retry = await store.reserve_seats_once(database, "trip", flight["id"], 4)
+    assert first.key == retry.key == "trip"
+    assert (first.total_seats, retry.total_seats, first.price) == (6, 6, 250)
+    assert await free_seats(runtime, flight["id"]) == 6
+    with pytest.raises(store.ReservationMismatch):
+        await store.reserve_seats_once(database, "trip", flight["id"], 5)
+
+    assert await store.release_reservation(database, "trip", flight["id"]) == (4, 10)
+    assert await store.release_reservation(database, "trip", flight["id"]) == (0, 10)
+    with pytest.raises(store.ReservationReleased):
+        await store.reserve_seats_once(database, "trip", flight["id"], 4)
+    assert await free_seats(runtime, flight["id"]) == 10
+
+
+async def test_a_release_before_its_reservation_leaves_the_seats_free(runtime: Runtime) -> None:
+    """The booking service gave up on a slow reservation and released it; the reservation
+    then arrives after all. It must take nothing."""
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=10)
+
+    assert await store.release_reservation(database, "late", flight["id"]) == (0, 10)
+    with pytest.raises(store.ReservationReleased):
+        await store.reserve_seats_once(database, "late", flight["id"], 3)
+    assert await free_seats(runtime, flight["id"]) == 10
+
+
+async def test_a_refused_keyed_reservation_keeps_no_record(runtime: Runtime) -> None:
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=3)
+    with pytest.raises(store.NotEnoughSeats):
+        await store.reserve_seats_once(database, "big", flight["id"], 4)
+    with pytest.raises(store.FlightNotFound):
+        await store.reserve_seats_once(database, "nowhere", 999, 1)
+    assert (await store.reserve_seats_once(database, "big", flight["id"], 3)).total_seats == 0
+    with pytest.raises(store.ReservationMismatch):  # a key names one flight's seats
+        await store.release_reservation(database, "big", 999)
+    assert await free_seats(runtime, flight["id"]) == 0
+
+
+async def test_racing_reservations_and_releases_of_one_key_end_with_the_seats_free(
+    runtime: Runtime,
+) -> None:
+    """Each key's reservation, its retries and its release all at once, in either order:
+    a reservation is released whether it comes first or last, and none takes seats twice."""
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=100)
+
+    async def attempt(call: Awaitable[object]) -> None:
+        with contextlib.suppress(store.ReservationReleased):  # the release came first
+            await call
+
+    calls = []
+    for n in range(20):
+        key = f"key{n}"
+        reservations = [store.reserve_seats_once(database, key, flight["id"], 2) for _ in range(2)]
+        release = store.release_reservation(database, key, flight["id"])
+        calls += [*reservations, release] if n % 2 else [release, *reservations]
+    await asyncio.gather(*(attempt(call) for call in calls))  # any other error fails
+
+    assert await free_seats(runtime, flight["id"]) == 100
+
+
+async def test_keyed_reserve_and_release_over_http(
+    runtime: Runtime, api: httpx.AsyncClient
+) -> None:
+    flight = await create_flight(runtime, capacity=10)
+    url = f"/api/v1/flights/{flight['id']}/seats"
+    for _ in range(2):  # a retry takes nothing more
+        answer = await api.post(f"{url}/reserve", json={"seats": 3, "reservation": "a-1_B"})
+        assert answer.status_code == 200 and answer.json()["data"]["totalSeats"] == 7
+    for released in (3, 0):  # nor does a repeated release give more back
+        answer = await api.post(f"{url}/release", json={"reservation": "a-1_B"})
+        assert answer.json()["data"] == {"flightId": flight["id"], "seats": released,
+                                         "totalSeats": 10}
+    body = failure(await api.post(f"{url}/reserve", json={"seats": 3, "reservation": "a-1_B"}),
+                   409)
+    assert body["message"] == "reservation a-1_B was released; its key cannot take seats again"
+    assert await free_seats(runtime, flight["id"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("reserve", {"seats": 1, "reservation": ""}, "reservation"),
+        ("reserve", {"seats": 1, "reservation": 7}, "reservation"),
+        ("reserve", {"seats": 1, "reservation": "a b"}, "reservation"),
+        ("reserve", {"seats": 1, "reservation": "k" * 65}, "reservation"),
+        ("reserve", {"reservation": "k"}, "seats"),
+        ("release", {"seats": 1, "reservation": "k"}, "seats"),
+        ("release", {"reservation": "k/1"}, "reservation"),
+    ],
+)
+async def test_bad_reservation_keys_are_400(
+    runtime: Runtime, api: httpx.AsyncClient, action: str, body: dict, field: str
+) -> None:
+    flight = await create_flight(runtime, capacity=5)
+    answer = await api.post(f"/api/v1/flights/{flight['id']}/seats/{action}", json=body)
+    assert failure(answer, 400)["err"]["field"] == field
+    assert await free_seats(runtime, flight["id"]) == 5
 
 
 async def test_a_new_airplane_keeps_the_booked_seats(

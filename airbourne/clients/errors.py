@@ -21,20 +21,26 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 
 
 class ServiceUnavailable(ApiError):
-    """`service` could not be reached or failed (refused, reset, a 5xx): nothing was done."""
+    """`service` could not be reached or failed (refused, reset, a 5xx). `maybe_done`: the
+    request had gone out (the connection failed after it, or a 5xx came back), so the work
+    may have been done; False only when no connection was made."""
 
     status_code = 503
 
-    def __init__(self, service: str, reason: str) -> None:
+    def __init__(self, service: str, reason: str, maybe_done: bool = False) -> None:
         super().__init__(self.status_code, f"{service} service unavailable: {reason}")
         self.service = service
         self.reason = reason
+        self.maybe_done = maybe_done
 
 
 class ServiceTimeout(ServiceUnavailable):
     """`service` did not answer in time: whether it did the work is unknown."""
 
     status_code = 504
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(service, reason, maybe_done=True)
 
 
 async def call(
@@ -47,11 +53,13 @@ async def call(
     json: Any = None,
 ) -> httpx.Response:
     """Send one request to `service`; a failure to get an answer, or a 5xx answer, raises
-    `ServiceUnavailable` (`ServiceTimeout` when the request may have been processed)."""
+    `ServiceUnavailable` (`ServiceTimeout` when no answer came in time)."""
     with reaching(service, timeout):
         answer = await http.request(method, url, json=json, timeout=timeouts(timeout))
     if answer.status_code >= 500:
-        raise ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}")
+        # Maybe done: a proxy in between answers 502 or 504 for a service that went quiet.
+        reason = f"{method} {url} answered {answer.status_code}"
+        raise ServiceUnavailable(service, reason, maybe_done=True)
     return answer
 
 
@@ -77,10 +85,13 @@ def timeouts(seconds: float) -> httpx.Timeout:
 @contextlib.contextmanager
 def reaching(service: str, timeout: float) -> Iterator[None]:
     """Turn httpx's failures inside the block into `ServiceTimeout` (the request went out,
-    no answer came) or `ServiceUnavailable` (nothing was done)."""
+    no answer came) or `ServiceUnavailable` (no connection, so nothing was done; or the
+    connection failed after the request went out, and it may have been)."""
     try:
         yield
     except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
         raise ServiceTimeout(service, f"no answer within {timeout:g} s") from exc
     except httpx.HTTPError as exc:
-        raise ServiceUnavailable(service, str(exc) or type(exc).__name__) from exc
+        unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+        reason = str(exc) or type(exc).__name__
+        raise ServiceUnavailable(service, reason, maybe_done=not unsent) from exc

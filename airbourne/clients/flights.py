@@ -9,7 +9,7 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import httpx
 from databases import Database
@@ -20,6 +20,7 @@ from airbourne.runtime import Runtime
 from airbourne.services.flights import store
 from airbourne.services.flights.schema import flights
 from airbourne.services.flights.store import (
+    Conflict,
     FlightNotFound,
     NotEnoughSeats,
     Reservation,
@@ -27,18 +28,24 @@ from airbourne.services.flights.store import (
 )
 
 __all__ = [
-    "FlightNotFound", "FlightsClient", "HttpFlights", "LocalFlights", "NotEnoughSeats",
+    "Conflict", "FlightNotFound", "FlightsClient", "HttpFlights", "LocalFlights", "NotEnoughSeats",
     "Reservation", "TooManySeatsReleased", "flights_client",
 ]
 
 
 class FlightsClient(Protocol):
-    async def reserve_seats(self, flight_id: int, seats: int) -> Reservation:
-        """Take `seats` free seats of the flight at once, or none."""
+    async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
+        """Take `seats` free seats of the flight at once, or none.
 
-    async def release_seats(self, flight_id: int, seats: int) -> int:
-        """Give `seats` back; returns the flight's free seats. Raises `TooManySeatsReleased`
-        rather than go above the flight's capacity."""
+        `key` names the reservation where its outcome can be lost on the way (over HTTP):
+        the returned `Reservation.key` is then `key`, and `release_seats(..., key=key)`
+        undoes it even after a call that raised `ServiceUnavailable`. In this process the
+        outcome is always known, so nothing is recorded and `Reservation.key` is None."""
+
+    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
+        """Give `seats` back, or with `key` the seats held under it (once, however often it
+        is called); returns the flight's free seats. Raises `TooManySeatsReleased` rather
+        than go above the flight's capacity."""
 
     async def get_flight(self, flight_id: int) -> dict[str, Any]:
         """The flight's record as the flights service answers it."""
@@ -50,11 +57,13 @@ class LocalFlights:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def reserve_seats(self, flight_id: int, seats: int) -> Reservation:
-        return await store.reserve_seats(self.database, flight_id, seats)
+    async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
+        return await store.reserve_seats(self.database, flight_id, seats)  # no key: see above
 
-    async def release_seats(self, flight_id: int, seats: int) -> int:
-        return await store.release_seats(self.database, flight_id, seats)
+    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
+        if key is None:
+            return await store.release_seats(self.database, flight_id, seats)
+        return (await store.release_reservation(self.database, key, flight_id))[1]
 
     async def get_flight(self, flight_id: int) -> dict[str, Any]:
         return db.as_dict(await store.get(self.database, flights, flight_id))
@@ -70,9 +79,10 @@ class HttpFlights:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    async def reserve_seats(self, flight_id: int, seats: int) -> Reservation:
-        body = {"seats": seats}
-        data = await self._call("POST", flight_id, "/seats/reserve", body, NotEnoughSeats)
+    async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
+        body = {"seats": seats, "reservation": key}
+        refusal = NotEnoughSeats(flight_id, seats)
+        data = await self._call("POST", flight_id, "/seats/reserve", body, refusal)
         return Reservation(
             flight_id=data["flightId"],
             seats=data["seats"],
@@ -80,20 +90,22 @@ class HttpFlights:
             total_seats=data["totalSeats"],
             flight_number=data["flightNumber"],
             departure_time=_utc(data["departureTime"]),
+            key=key,
         )
 
-    async def release_seats(self, flight_id: int, seats: int) -> int:
-        body = {"seats": seats}
-        data = await self._call("POST", flight_id, "/seats/release", body, TooManySeatsReleased)
+    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
+        body: dict[str, Any] = {"seats": seats} if key is None else {"reservation": key}
+        refusal = TooManySeatsReleased(flight_id, seats)
+        data = await self._call("POST", flight_id, "/seats/release", body, refusal)
         return data["totalSeats"]
 
     async def get_flight(self, flight_id: int) -> dict[str, Any]:
         return await self._call("GET", flight_id, "", None, None)
 
     async def _call(
-        self, method: str, flight_id: int, action: str, body: Any, refusal: Refusal | None
+        self, method: str, flight_id: int, action: str, body: Any, refusal: Exception | None
     ) -> Any:
-        """The answer's data; 404 and 409 become the exceptions `LocalFlights` raises."""
+        """The answer's data; 404 and 409 (`refusal`) become what `LocalFlights` raises."""
         url = f"{self.base_url}/api/v1/flights/{flight_id}{action}"
         answer = await call(self.http, "flights", method, url, timeout=self.timeout, json=body)
         if answer.status_code == 200:
@@ -101,12 +113,8 @@ class HttpFlights:
         if answer.status_code == 404:
             raise FlightNotFound(flight_id)
         if answer.status_code == 409 and refusal is not None:
-            raise refusal(flight_id, body["seats"])
+            raise refusal
         raise unexpected("flights", method, url, answer)
-
-
-Refusal = Callable[[int, int], Exception]
-"""How a 409 is raised: `NotEnoughSeats` or `TooManySeatsReleased`, given flight and seats."""
 
 
 def flights_client(runtime: Runtime, timeout: float = TIMEOUT_SECONDS) -> FlightsClient:

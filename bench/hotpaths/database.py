@@ -133,7 +133,8 @@ async def measure(args: argparse.Namespace) -> None:
 
             await booking_store.create_booking(
                 booking_db, flight_id=flight_id, user_id=1, seats=SEATS,
-                total_cost=reservation.price * SEATS, idempotency_key=None, messages=messages,
+                total_cost=reservation.price * SEATS, idempotency_key=None, reservation_key=None,
+                messages=messages,
             )
             booked += 1
 

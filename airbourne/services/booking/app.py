@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from airbourne import validate
 from airbourne.clients.auth import auth_client
-from airbourne.clients.flights import (
-    FlightNotFound,
-    FlightsClient,
-    NotEnoughSeats,
-    Reservation,
-    flights_client,
-)
+from airbourne.clients.errors import ServiceUnavailable
+from airbourne.clients.flights import FlightNotFound, NotEnoughSeats, Reservation, flights_client
 from airbourne.http import (
     JSON,
     ApiError,
@@ -62,7 +59,7 @@ async def create_booking(request: Request) -> Response:
         if earlier is not None:
             return _replay(earlier, flight_id, seats)
     email = await _email(request, user_id)
-    reservation = await _reserve(state.flights, flight_id, seats)
+    reservation = await _reserve(state, flight_id, seats)
 
     def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
         return state.notifications.booked(
@@ -72,18 +69,19 @@ async def create_booking(request: Request) -> Response:
     try:
         booking = await store.create_booking(
             state.database, flight_id=flight_id, user_id=user_id, seats=seats,
-            total_cost=reservation.price * seats, idempotency_key=key, messages=messages,
+            total_cost=reservation.price * seats, idempotency_key=key,
+            reservation_key=reservation.key, messages=messages,
         )
     except store.KeyAlreadyUsed:
         # A concurrent request with the same key booked first: answer with its booking.
-        await _give_back(state.flights, reservation)
+        await _give_back(state, reservation)
         assert key is not None  # only a keyed booking raises KeyAlreadyUsed
         earlier = await store.find_by_key(state.database, user_id, key)
         if earlier is None:
             raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None
         return _replay(earlier, flight_id, seats)
     except BaseException:
-        await _give_back(state.flights, reservation)
+        await _give_back(state, reservation)
         raise
     state.outbox_wakeup.set()
     return ok(booking, "Successfully booked the seats")
@@ -119,7 +117,9 @@ async def cancel_booking(request: Request) -> Response:
     email = await _email(request, booking["userId"])
 
     def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
-        release = outbox.release_seats(booking["flightId"], booking["NoOfSeats"])
+        release = outbox.release_seats(
+            booking["flightId"], booking["NoOfSeats"], booking["reservationKey"]
+        )
         return [release, *state.notifications.cancelled(booking, email, now)]
 
     cancelled = await store.cancel_booking(state.database, booking["id"], messages)
@@ -169,25 +169,51 @@ async def _email(request: Request, user_id: int) -> str:
     return email or await request.app.state.auth.user_email(user_id)
 
 
-async def _reserve(flights: FlightsClient, flight_id: int, seats: int) -> Reservation:
+async def _reserve(state: State, flight_id: int, seats: int) -> Reservation:
+    key = uuid.uuid4().hex
     try:
-        return await flights.reserve_seats(flight_id, seats)
+        return await state.flights.reserve_seats(flight_id, seats, key)
     except FlightNotFound:
         raise not_found(f"flight {flight_id}") from None
     except NotEnoughSeats:
         raise conflict(f"flight {flight_id} has fewer than {seats} free seats") from None
+    except ServiceUnavailable as exc:
+        if exc.maybe_done:
+            # Flights, in another process, may have taken the seats without our learning it
+            # (a timeout, a lost answer): undo the reservation under its key, whatever it did.
+            await _release_later(state, flight_id, seats, key)
+        raise
 
 
-async def _give_back(flights: FlightsClient, reservation: Reservation) -> None:
+async def _give_back(state: State, reservation: Reservation) -> None:
     """Return the seats of a booking that was not written. Shielded, so a cancelled
-    request still returns them."""
+    request still returns them; left to the outbox if flights cannot take them now."""
+    flight_id, seats, key = reservation.flight_id, reservation.seats, reservation.key
     try:
-        await asyncio.shield(flights.release_seats(reservation.flight_id, reservation.seats))
+        await asyncio.shield(state.flights.release_seats(flight_id, seats, key))
+    except Exception:
+        if key is None:  # unkeyed, a release sent again could give the seats back twice
+            logger.exception(
+                "could not give back %d seats of flight %d after a failed booking",
+                seats, flight_id,
+            )
+            return
+        await _release_later(state, flight_id, seats, key)
+
+
+async def _release_later(state: State, flight_id: int, seats: int, key: str) -> None:
+    """Leave the release of reservation `key` to the outbox relay, which retries until
+    flights takes it: released twice, a keyed reservation gives its seats back once."""
+    release = outbox.release_seats(flight_id, seats, key)
+    try:
+        await asyncio.shield(store.add_messages(state.database, [release]))
     except Exception:
         logger.exception(
-            "could not give back %d seats of flight %d after a failed booking",
-            reservation.seats, reservation.flight_id,
+            "could not give back %d seats of flight %d (reservation %s), nor leave it to"
+            " the outbox", seats, flight_id, key,
         )
+        return
+    state.outbox_wakeup.set()
 
 
 def _replay(earlier: store.Booking, flight_id: int, seats: int) -> Response:

@@ -30,7 +30,7 @@ from databases.core import Connection
 
 from airbourne.broker import Broker, BrokerUnavailable
 from airbourne.clients.errors import ServiceUnavailable
-from airbourne.clients.flights import FlightNotFound, FlightsClient, TooManySeatsReleased
+from airbourne.clients.flights import Conflict, FlightNotFound, FlightsClient
 from airbourne import db
 from airbourne.db import utcnow
 from airbourne.http import dumps
@@ -60,9 +60,13 @@ class OutboxMessage:
     body: str
 
 
-def release_seats(flight_id: int, seats: int) -> OutboxMessage:
-    body = dumps({"flightId": flight_id, "seats": seats}).decode()
-    return OutboxMessage(RELEASE_SEATS, routing_key="", body=body)
+def release_seats(flight_id: int, seats: int, key: str | None = None) -> OutboxMessage:
+    """Give back `seats` of the flight, or with `key` the seats reserved under it (which
+    makes a repeated release, after a crash before the row was marked sent, harmless)."""
+    release: dict[str, Any] = {"flightId": flight_id, "seats": seats}
+    if key is not None:
+        release["reservation"] = key
+    return OutboxMessage(RELEASE_SEATS, routing_key="", body=dumps(release).decode())
 
 
 async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
@@ -190,12 +194,15 @@ async def _carry_out(
     try:
         if row["kind"] == RELEASE_SEATS:
             release = json.loads(row["body"])
-            await flights.release_seats(release["flightId"], release["seats"])
+            await flights.release_seats(
+                release["flightId"], release["seats"], release.get("reservation")
+            )
         else:
             body, message_id = row["body"].encode(), row["messageId"]
             await broker.publish(row["routingKey"], body, message_id=message_id)
-    except (FlightNotFound, TooManySeatsReleased) as exc:
-        # Trying again cannot help: the flight is gone, or its seats are all free already.
+    except (FlightNotFound, Conflict) as exc:
+        # Trying again cannot help: the flight is gone, its seats are all free already, or
+        # the reservation key names another flight's seats.
         logger.error("outbox: row %d: seats not released: %s", row["id"], exc)
     except (BrokerUnavailable, ServiceUnavailable) as exc:
         return str(exc)

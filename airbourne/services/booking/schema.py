@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from airbourne.db import Migration, create_tables, record_columns, timestamp_column
+from airbourne.db import (
+    Migration, add_columns, create_tables, record_columns, timestamp_column,
+)
+from airbourne.services.flights.schema import RESERVATION_KEY_MAX
 
 BOOKED = "Booked"
 CANCELLED = "Cancelled"
@@ -26,6 +29,9 @@ bookings = sa.Table(
     sa.Column("totalCost", sa.BigInteger, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("idempotencyKey", sa.String(255)),
+    # The flights service's key for the seats, when they were reserved over HTTP: a release
+    # under it happens once however often it is sent (see clients/flights.py).
+    sa.Column("reservationKey", sa.String(RESERVATION_KEY_MAX)),
     # Two requests with the same key cannot both book; NULL keys never clash.
     sa.UniqueConstraint("userId", "idempotencyKey", name="uq_bookings_user_key"),
 )
@@ -50,4 +56,6 @@ outbox = sa.Table(
 
 MIGRATIONS = [
     Migration(1, "bookings and outbox tables", create_tables(bookings, outbox)),
+    Migration(2, "the reservation key of a booking's seats",
+              add_columns(bookings, "reservationKey")),
 ]

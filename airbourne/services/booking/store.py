@@ -36,6 +36,7 @@ async def create_booking(
     seats: int,
     total_cost: int,
     idempotency_key: str | None,
+    reservation_key: str | None,
     messages: Messages,
 ) -> Booking:
     """Insert a `Booked` booking and its outbox rows in one transaction."""
@@ -44,7 +45,10 @@ async def create_booking(
         "flightId": flight_id, "userId": user_id, "NoOfSeats": seats, "totalCost": total_cost,
         "status": BOOKED,
     }
-    row = {**fields, "idempotencyKey": idempotency_key, "createdAt": now, "updatedAt": now}
+    row = {
+        **fields, "idempotencyKey": idempotency_key, "reservationKey": reservation_key,
+        "createdAt": now, "updatedAt": now,
+    }
     stamp = db.iso(now)
     async with database.connection() as conn:
         try:
@@ -89,7 +93,8 @@ async def cancel_booking(
     database: Database, booking_id: int, messages: Messages
 ) -> Booking | None:
     """Turn a `Booked` booking `Cancelled` and write its outbox rows, in one transaction.
-    A booking already cancelled is left as it is, so a repeated call writes nothing."""
+    A booking already cancelled is left as it is, so a repeated call writes nothing.
+    `messages` is given the booking with its `reservationKey`; the answer has none."""
     now = db.utcnow()
     async with database.connection() as conn:
         async with conn.transaction():
@@ -99,8 +104,22 @@ async def cancel_booking(
                 " WHERE id = :id AND status = :booked",
                 {"cancelled": CANCELLED, "booked": BOOKED, "now": now, "id": booking_id},
             )
-            row = await conn.fetch_one(sa.select(*RECORD).where(bookings.c.id == booking_id))
+            row = await conn.fetch_one(
+                sa.select(*RECORD, bookings.c.reservationKey).where(bookings.c.id == booking_id)
+            )
+            if row is None:
+                return None
+            booking = db.as_dict(row)
             if changed:
-                await outbox.add(conn, messages(db.as_dict(row), now), now)
-    return None if row is None else db.as_dict(row)
+                await outbox.add(conn, messages(booking, now), now)
+    del booking["reservationKey"]
+    return booking
+
+
+async def add_messages(database: Database, messages: Sequence[OutboxMessage]) -> None:
+    """Write outbox rows on their own: work owed with no booking change to go with it."""
+    now = db.utcnow()
+    async with database.connection() as conn:
+        async with conn.transaction():
+            await outbox.add(conn, messages, now)
 

@@ -4,13 +4,15 @@ A body that names a record that does not exist (`cityId`, `airplaneId`, `departu
 `arrivalAirportId`) is answered 404 with `err.field` naming it, as an unknown id in the path
 is and as the booking service answers an unknown `flightId`. A record still referred to
 cannot be deleted (409). `totalSeats` is inventory: only reserving and releasing seats
-(`POST /flights/{id}/seats/reserve|release`, `{"seats": n}`) change it; a flight given
-another airplane keeps its booked seats and takes that airplane's capacity.
+(`POST /flights/{id}/seats/reserve|release`, `{"seats": n}`, optionally under a caller's
+`"reservation"` key) change it; a flight given another airplane keeps its booked seats and
+takes that airplane's capacity.
 """
 
 from __future__ import annotations
 
 import operator
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -26,7 +28,9 @@ from airbourne.http import (
     ApiError, bad_request, created, exception_handlers, failure, ok, read_json,
 )
 from airbourne.services.flights import store
-from airbourne.services.flights.schema import airplanes, airports, cities, flights
+from airbourne.services.flights.schema import (
+    RESERVATION_KEY_MAX, airplanes, airports, cities, flights,
+)
 from airbourne.validate import MISSING
 
 if TYPE_CHECKING:
@@ -270,14 +274,20 @@ async def list_flights(request: Request) -> Response:
 # --- seats ---------------------------------------------------------------------------------
 
 
-async def _seat_request(request: Request) -> tuple[int, int]:
-    flight_id = validate.path_id(request)
-    return flight_id, validate.integer(await read_json(request), "seats", maximum=MAX_CAPACITY)
+RESERVATION = "reservation"
+"""The optional key of a seat change (see `store.reserve_seats_once`)."""
 
 
 async def reserve_seats(request: Request) -> Response:
-    flight_id, seats = await _seat_request(request)
-    reservation = await store.reserve_seats(_database(request), flight_id, seats)
+    flight_id = validate.path_id(request)
+    body = await read_json(request)
+    seats = validate.integer(body, "seats", maximum=MAX_CAPACITY)
+    key = _reservation_key(body)
+    database = _database(request)
+    if key is None:
+        reservation = await store.reserve_seats(database, flight_id, seats)
+    else:
+        reservation = await store.reserve_seats_once(database, key, flight_id, seats)
     data = {
         "flightId": flight_id, "seats": seats, "price": reservation.price,
         "totalSeats": reservation.total_seats, "flightNumber": reservation.flight_number,
@@ -287,7 +297,27 @@ async def reserve_seats(request: Request) -> Response:
 
 
 async def release_seats(request: Request) -> Response:
-    flight_id, seats = await _seat_request(request)
-    total_seats = await store.release_seats(_database(request), flight_id, seats)
+    """`{"seats": n}` gives back n seats; `{"reservation": key}` the seats held under key."""
+    flight_id = validate.path_id(request)
+    body = await read_json(request)
+    key = _reservation_key(body)
+    if key is None:
+        seats = validate.integer(body, "seats", maximum=MAX_CAPACITY)
+        total_seats = await store.release_seats(_database(request), flight_id, seats)
+    elif "seats" in body:
+        raise bad_request("seats", f"must not be given with {RESERVATION}: its seats are known")
+    else:
+        seats, total_seats = await store.release_reservation(_database(request), key, flight_id)
     return ok({"flightId": flight_id, "seats": seats, "totalSeats": total_seats},
               "Successfully released the seats")
+
+
+def _reservation_key(body: Mapping[str, Any]) -> str | None:
+    key = validate.string(body, RESERVATION, max_length=RESERVATION_KEY_MAX, required=False,
+                          default=None)
+    if key is not None and not _KEY.fullmatch(key):
+        raise bad_request(RESERVATION, "must be letters, digits, '-' and '_'")
+    return key
+
+
+_KEY = re.compile(r"[A-Za-z0-9_-]+")

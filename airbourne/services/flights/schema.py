@@ -1,4 +1,4 @@
-"""The flights service's tables: cities, airplanes, airports and flights.
+"""The flights service's tables: cities, airplanes, airports, flights, and seat reservations.
 
 Column names are the wire names (`departureAirportID` included), so a row is a response body
 as it is; a table's `info["kind"]` names one of its records in messages ("city 3 not found").
@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from airbourne.db import Migration, create_tables, record_columns, timestamp_column
 
 metadata = sa.MetaData()
+
+RESERVATION_KEY_MAX = 64
 
 cities = sa.Table(
     "cities",
@@ -68,7 +70,28 @@ flights = sa.Table(
     info={"kind": "flight"},
 )
 
+HELD = "HELD"
+RELEASED = "RELEASED"
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    # The key the caller chose, so that it can name the reservation before it knows whether
+    # it was made (a call over HTTP that timed out).
+    sa.Column("id", sa.String(RESERVATION_KEY_MAX), primary_key=True),
+    sa.Column("flightId", sa.Integer, nullable=False),
+    sa.Column("seats", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    timestamp_column("createdAt", nullable=False),
+    timestamp_column("updatedAt", nullable=False),
+)
+"""Seats taken under a caller's key: `HELD` until released, then `RELEASED`. A release that
+arrives before its reservation (or instead of it) leaves a `RELEASED` row of 0 seats, so the
+reservation, if it comes later, takes nothing. No foreign key: a flight may still be
+deleted, as with bookings, which live in another service."""
+
 MIGRATIONS = [
     Migration(1, "cities, airplanes, airports and flights",
               create_tables(cities, airplanes, airports, flights)),
+    Migration(2, "reservations under a caller's key", create_tables(reservations)),
 ]

@@ -12,6 +12,7 @@ nor lose an update.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,10 +20,13 @@ from typing import Any, Iterator, Mapping
 
 import sqlalchemy as sa
 from databases import Database
+from databases.core import Connection
 from databases.interfaces import Record
 
 from airbourne import db
-from airbourne.services.flights.schema import airplanes, airports, cities, flights
+from airbourne.services.flights.schema import (
+    HELD, RELEASED, airplanes, airports, cities, flights, reservations,
+)
 
 
 class NotFound(LookupError):
@@ -72,6 +76,8 @@ class Reservation:
     flight_number: str
     departure_time: datetime
     """For the booking's confirmation and departure reminder, without another query."""
+    key: str | None = None
+    """The key the seats are held under (see `reserve_seats_once`), or None."""
 
 
 _USED_BY = {
@@ -267,6 +273,98 @@ async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reser
         flight_id, seats, flight["price"], flight["totalSeats"], flight["flightNumber"],
         flight["departureTime"],
     )
+
+
+class ReservationReleased(Conflict):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"reservation {key} was released; its key cannot take seats again")
+
+
+class ReservationMismatch(Conflict):
+    def __init__(self, key: str, flight_id: int, seats: int | None = None) -> None:
+        what = f"flight {flight_id}" if seats is None else f"{seats} seats of flight {flight_id}"
+        super().__init__(f"reservation {key} was made for other than {what}")
+
+
+async def reserve_seats_once(
+    database: Database, key: str, flight_id: int, seats: int
+) -> Reservation:
+    """`reserve_seats`, recorded under the caller's `key` in the same transaction.
+
+    For callers in another process, which may not learn whether a call took the seats: the
+    same key again takes nothing more and answers the same reservation, and
+    `release_reservation(key)` undoes it whether it was made, is still on its way, or never
+    comes. Raises as `reserve_seats` does, and `ReservationReleased` for a released key.
+    """
+    now = db.utcnow()
+    row = {"id": key, "flightId": flight_id, "seats": seats, "status": HELD,
+           "createdAt": now, "updatedAt": now}
+    async with database.connection() as conn:
+        async with conn.transaction():
+            try:
+                await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
+            except db.IntegrityErrors:  # the key is taken: a retry, or released already
+                earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
+                assert earlier is not None  # rows are never deleted
+                return await _made_earlier(conn, key, earlier, flight_id, seats)
+            made = await reserve_seats(database, flight_id, seats)  # on conn: same task
+            return dataclasses.replace(made, key=key)
+
+
+async def _made_earlier(
+    conn: Connection, key: str, earlier: dict[str, Any], flight_id: int, seats: int
+) -> Reservation:
+    if earlier["status"] == RELEASED:
+        raise ReservationReleased(key)
+    if (earlier["flightId"], earlier["seats"]) != (flight_id, seats):
+        raise ReservationMismatch(key, flight_id, seats)
+    flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, ("departureTime",))
+    if flight is None:
+        raise FlightNotFound(flight_id)
+    return Reservation(
+        flight_id, seats, flight["price"], flight["totalSeats"], flight["flightNumber"],
+        flight["departureTime"], key,
+    )
+
+
+async def release_reservation(database: Database, key: str, flight_id: int) -> tuple[int, int]:
+    """Give back the seats held under `key`; `(seats given back, free seats after)`.
+
+    Safe to repeat: a released reservation gives nothing more. A key never reserved is
+    recorded as released (0 seats), so a reservation still on its way takes nothing.
+    Raises `FlightNotFound`, `ReservationMismatch` for a key of another flight, and
+    `TooManySeatsReleased` as `release_seats` does.
+    """
+    now = db.utcnow()
+    tombstone = {"id": key, "flightId": flight_id, "seats": 0, "status": RELEASED,
+                 "createdAt": now, "updatedAt": now}
+    async with database.connection() as conn:
+        async with conn.transaction():
+            try:  # first, so that a reservation arriving meanwhile waits for this and finds it
+                await db.run(conn, db.insert_sql(reservations, tuple(tombstone)), tombstone)
+                held = None
+            except db.IntegrityErrors:
+                values = {"key": key, "released": RELEASED, "held": HELD, "now": now}
+                released = await db.rowcount(conn, _RESERVATION_RELEASE, values)
+                held = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
+                assert held is not None  # rows are never deleted
+                if held["flightId"] != flight_id:
+                    raise ReservationMismatch(key, flight_id) from None
+                if not released:
+                    held = None
+            if held is not None:
+                return held["seats"], await release_seats(database, flight_id, held["seats"])
+            flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id})
+            if flight is None:
+                raise FlightNotFound(flight_id)
+            return 0, flight["totalSeats"]
+
+
+_RESERVATION_READ = "SELECT flightId, seats, status FROM reservations WHERE id = :key"
+_RESERVATION_RELEASE = (
+    "UPDATE reservations SET status = :released, updatedAt = :now"
+    " WHERE id = :key AND status = :held"
+)
 
 
 async def release_seats(database: Database, flight_id: int, seats: int) -> int:

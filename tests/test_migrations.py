@@ -1,0 +1,52 @@
+"""Migrations that change a table: an old database gains the column and keeps its rows; a
+new one, built as the table is defined now, passes the step by."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+import pytest
+
+from airbourne import db
+from airbourne.db import Migration, create_tables
+from airbourne.services.booking.schema import MIGRATIONS, bookings, outbox
+
+pytestmark = pytest.mark.anyio
+
+FIRST = sa.Table(  # bookings as migration 1 built it, before `reservationKey`
+    "bookings", sa.MetaData(),
+    *(
+        sa.Column(column.name, column.type, primary_key=column.primary_key,
+                  nullable=column.nullable)
+        for column in bookings.columns if column.name != "reservationKey"
+    ),
+)
+
+
+async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str) -> None:
+    database = await db.connect(database_url)
+    try:
+        first = [Migration(1, "bookings and outbox tables", create_tables(FIRST, outbox))]
+        assert await db.migrate(database, "booking", first) == [1]
+        now = db.utcnow()
+        row = {"flightId": 1, "userId": 2, "NoOfSeats": 3, "totalCost": 300, "status": "Booked",
+               "createdAt": now, "updatedAt": now}
+        await database.execute(FIRST.insert().values(**row))
+
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2]
+        assert await db.migrate(database, "booking", MIGRATIONS) == []
+        kept = await database.fetch_one(sa.select(bookings.c.NoOfSeats, bookings.c.reservationKey))
+        assert (kept[0], kept[1]) == (3, None)
+        await database.execute(bookings.insert().values(**row, reservationKey="k" * 64))
+    finally:
+        await db.disconnect(database)
+
+
+async def test_a_new_database_passes_the_added_column_by(database_url: str) -> None:
+    database = await db.connect(database_url)
+    try:
+        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2]
+        await database.fetch_all(sa.select(bookings.c.reservationKey))
+    finally:
+        await db.disconnect(database)
