@@ -147,10 +147,6 @@ def _setup_logging(config: Config) -> None:
     # aiormq logs an ERROR of its own for every failed connection attempt; the broker already
     # logs each attempt and its reason as a WARNING, so one line per attempt is enough.
     logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
-    # httpx logs every call at INFO: a line per booking in split mode, where booking calls
-    # flights over HTTP. It is an access log of outgoing calls, so it follows access_log.
-    if not config["server"]["access_log"]:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,16 @@ import gc
 import logging
 import signal
 import socket
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Awaitable, Callable, Iterable
 
-import httpx
+import aiohttp
 import uvicorn
 from databases import Database
 from starlette.applications import Starlette
 
 from airbourne import broker as broker_module
 from airbourne import db
+from airbourne.clients.errors import session
 from airbourne.config import Config
 from airbourne.service import Service
 
@@ -45,7 +45,7 @@ class Runtime:
         self.broker = broker_module.create(config["broker"])
         self.apps: dict[str, Starlette] = {}
         self._databases: dict[str, Database] = {}
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
 
     def runs(self, name: str) -> bool:
@@ -56,16 +56,10 @@ class Runtime:
         return self._databases[self.config.services[name].database_url]
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        """One pooled keep-alive client for every call to a service in another process."""
+    def http(self) -> aiohttp.ClientSession:
+        """One pooled keep-alive session for every call to a service in another process."""
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                # One client serves every user: a cookie set in one answer must never ride
-                # along on another user's request, so the jar accepts none.
-                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-                timeout=httpx.Timeout(10.0, connect=2.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            )
+            self._http = session()
         return self._http
 
     def spawn(self, name: str, work: Callable[[], Awaitable[Any]]) -> None:
@@ -106,7 +100,7 @@ class Runtime:
         self._tasks.clear()
         await self.broker.close()
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
         for database in self._databases.values():
             await db.disconnect(database)

@@ -1,13 +1,16 @@
-"""Plain helpers for tests: configuration, a started runtime, an ASGI client, free ports."""
+"""Plain helpers for tests: configuration, a started runtime, an ASGI client, an app on a
+real server, free ports."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from pathlib import Path
 from typing import AsyncIterator, Iterable
 
 import httpx
+import uvicorn
 
 from airbourne import config as config_module
 from airbourne.config import Config
@@ -44,3 +47,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def served(app) -> AsyncIterator[str]:
+    """`app` on a real uvicorn server on a free port, for the test's duration; its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
+        server_header=False, date_header=False,
+    ))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -7,10 +7,9 @@ import socket
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
-from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable
+from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable, session
 from airbourne.clients.flights import (
     Conflict,
     FlightNotFound,
@@ -23,7 +22,7 @@ from airbourne.clients.auth import HttpAuth
 from airbourne.services import auth, flights
 from airbourne.services.booking import SERVICE as BOOKING
 from booking_support import create_flight
-from support import client, free_port, make_config, started
+from support import free_port, make_config, served, started
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +31,8 @@ async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
     async with started(make_config(tmp_path, database_url), [flights.SERVICE]) as runtime:
         flight = await create_flight(runtime, capacity=10, price=700)
         local = LocalFlights(runtime.database("flights"))
-        async with client(runtime.apps["flights"]) as http:
-            remote = HttpFlights(http, "http://test")
+        async with served(runtime.apps["flights"]) as url:
+            remote = HttpFlights(runtime.http, url)
 
             assert await local.get_flight(flight["id"]) == await remote.get_flight(flight["id"])
             assert (await remote.get_flight(flight["id"]))["id"] == flight["id"]
@@ -71,8 +70,8 @@ async def test_a_reservation_over_http_is_released_once_by_its_key(
     async with started(make_config(tmp_path, database_url), [flights.SERVICE]) as runtime:
         flight = await create_flight(runtime, capacity=10)
         local = LocalFlights(runtime.database("flights"))
-        async with client(runtime.apps["flights"]) as http:
-            remote = HttpFlights(http, "http://test")
+        async with served(runtime.apps["flights"]) as url:
+            remote = HttpFlights(runtime.http, url)
             assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
             assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
             assert await remote.release_seats(flight["id"], 4, "trip") == 10
@@ -92,19 +91,19 @@ async def test_an_answer_the_client_does_not_expect_is_the_service_failing(
     fault of the end client, so not passed on as a 4xx (auth's client does the same)."""
     async with started(make_config(tmp_path), [flights.SERVICE, auth.SERVICE]) as runtime:
         flight = await create_flight(runtime, capacity=10)
-        async with client(runtime.apps["flights"]) as http:
+        async with served(runtime.apps["flights"]) as url:
             with pytest.raises(ServiceUnavailable) as refused:
-                await HttpFlights(http, "http://test").reserve_seats(flight["id"], 2_000_000, "k")
+                await HttpFlights(runtime.http, url).reserve_seats(flight["id"], 2_000_000, "k")
         assert refused.value.status_code == 503
         assert "answered 400" in refused.value.message and "seats" in refused.value.message
-        async with client(runtime.apps["auth"]) as http:
+        async with served(runtime.apps["auth"]) as url:
             with pytest.raises(ServiceUnavailable) as refused:
-                await HttpAuth(http, "http://test").user_email(0)
+                await HttpAuth(runtime.http, url).user_email(0)
         assert refused.value.status_code == 503 and "answered 400" in refused.value.message
 
 
 async def test_a_closed_port_is_unavailable_at_once() -> None:
-    async with httpx.AsyncClient() as http:
+    async with session() as http:
         remote = HttpFlights(http, f"http://127.0.0.1:{free_port()}", timeout=30.0)
         with anyio.fail_after(10):  # a guard against hanging, far above the connect timeout
             with pytest.raises(ServiceUnavailable) as raised:
@@ -120,7 +119,7 @@ async def test_a_silent_server_is_a_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = "http://127.0.0.1:%d" % silent.getsockname()[1]
-        async with httpx.AsyncClient() as http:
+        async with session() as http:
             with pytest.raises(ServiceTimeout) as raised:
                 await HttpFlights(http, url, timeout=0.2).release_seats(1, 1)
     assert raised.value.status == 504 and raised.value.maybe_done

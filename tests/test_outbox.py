@@ -19,7 +19,7 @@ from airbourne.clients.flights import HttpFlights
 from airbourne.runtime import Runtime
 from airbourne.services.booking.schema import outbox
 from booking_support import booking_runtime, create_flight, eventually, free_seats, outbox_rows
-from support import client, free_port
+from support import free_port, served
 
 pytestmark = pytest.mark.anyio
 
@@ -158,8 +158,8 @@ async def test_seats_come_back_after_a_flights_outage(tmp_path: Path, database_u
         # the notifications did not wait for flights
         await eventually(lambda: _count_is(received, 6))
 
-        async with client(runtime.apps["flights"]) as flights_http:
-            state.flights = HttpFlights(flights_http, "http://test")  # flights is back
+        async with served(runtime.apps["flights"]) as url:
+            state.flights = HttpFlights(runtime.http, url)  # flights is back
             await eventually(lambda: all_sent(runtime))
             assert await free_seats(runtime, flight["id"]) == 15  # given back once
             await anyio.sleep(0.3)
@@ -173,9 +173,9 @@ async def test_a_release_done_again_gives_the_seats_back_once(
     again. Booked through flights' HTTP routes (as in split mode), the booking keeps its
     reservation key, and a release by key gives the seats back once."""
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
-        async with client(runtime.apps["flights"]) as flights_http:
+        async with served(runtime.apps["flights"]) as url:
             state = runtime.apps["booking"].state
-            state.flights = HttpFlights(flights_http, "http://test")
+            state.flights = HttpFlights(runtime.http, url)
             flight = await create_flight(runtime, capacity=20)
             await book(http, flight["id"], 5, 1)
             booking = await book(http, flight["id"], 3, 2)

@@ -3,24 +3,20 @@ answer comes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import socket
 from typing import AsyncIterator
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable
+from airbourne.clients.errors import ServiceTimeout, ServiceUnavailable, session
 from airbourne.clients.proxy import Answer, HttpProxy, LocalProxy, Proxy, end_to_end
-from support import free_port
+from support import free_port, served
 
 pytestmark = pytest.mark.anyio
 
@@ -60,29 +56,9 @@ APP = Starlette(routes=[
 ])
 
 
-@contextlib.asynccontextmanager
-async def served(app: Starlette) -> AsyncIterator[str]:
-    """`app` on a real uvicorn server on a free port, for the test's duration."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-        server_header=False, date_header=False,
-    ))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 async def proxies() -> AsyncIterator[tuple[Proxy, Proxy]]:
-    async with served(APP) as url, httpx.AsyncClient() as client:
+    async with served(APP) as url, session() as client:
         yield LocalProxy(APP), HttpProxy(client, url, timeout=5.0, service="echo")
 
 
@@ -140,7 +116,7 @@ async def test_connection_listed_and_hop_by_hop_headers_are_dropped() -> None:
 
 
 async def test_closed_port_is_service_unavailable_not_a_timeout() -> None:
-    async with httpx.AsyncClient() as client:
+    async with session() as client:
         closed = f"http://127.0.0.1:{free_port()}"
         proxy = HttpProxy(client, closed, timeout=30.0, service="flights")
         with pytest.raises(ServiceUnavailable) as raised:
@@ -154,7 +130,7 @@ async def test_a_server_that_never_answers_is_a_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = "http://127.0.0.1:%d" % silent.getsockname()[1]
-        async with httpx.AsyncClient() as client:
+        async with session() as client:
             proxy = HttpProxy(client, url, timeout=0.2, service="booking")
             with pytest.raises(ServiceTimeout) as raised:
                 await proxy.forward("POST", "/api/v1/bookings", b"", [], b"{}")

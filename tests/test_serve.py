@@ -1,6 +1,5 @@
 """`airbourne serve` as a process: which ports it opens, how it refuses, how it stops."""
 
-import logging
 import signal
 import socket
 import time
@@ -9,9 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airbourne import cli
 from processes import Airbourne, run_cli
-from support import make_config
 
 pytestmark = pytest.mark.e2e
 
@@ -178,17 +175,3 @@ def children(pid: int) -> list[int]:
             found.append(int(stat.parent.name))
     return found
 
-
-@pytest.mark.parametrize(
-    ("access_log", "level"), [("false", logging.WARNING), ("true", logging.NOTSET)]
-)
-def test_outgoing_calls_are_logged_only_with_the_access_log(tmp_path, access_log, level):
-    """httpx logs each call between services at INFO: a line per booking in split mode."""
-    config = make_config(tmp_path, AIRBOURNE_SERVER_ACCESS_LOG=access_log)
-    calls = logging.getLogger("httpx")
-    before = calls.level
-    try:
-        cli._setup_logging(config)
-        assert calls.level == level  # NOTSET: as the root logger, at server.log_level
-    finally:
-        calls.setLevel(before)

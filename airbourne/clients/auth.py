@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import httpx
+import aiohttp
 from databases import Database
 
 from airbourne.clients.errors import TIMEOUT_SECONDS, call, unexpected
@@ -41,7 +41,7 @@ class HttpAuth:
     """Auth in another process, through `GET /api/v1/users/{id}`."""
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, timeout: float = TIMEOUT_SECONDS
+        self, http: aiohttp.ClientSession, base_url: str, timeout: float = TIMEOUT_SECONDS
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")

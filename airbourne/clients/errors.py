@@ -1,5 +1,5 @@
-"""What a client raises when the service it calls cannot answer, and the one place where
-HTTP failures become those errors.
+"""Calls to a service in another process: the pooled session, one call, and what a client
+raises when the service cannot answer (the one place where HTTP failures become errors).
 
 They are `ApiError`s, so a route that lets one through answers 503 (504 for a timeout) with
 the envelope and a message naming the service; background jobs catch them and try again.
@@ -8,9 +8,11 @@ the envelope and a message naming the service; background jobs catch them and tr
 from __future__ import annotations
 
 import contextlib
+import json
+from dataclasses import dataclass
 from typing import Any, Iterator
 
-import httpx
+import aiohttp
 
 from airbourne.http import ApiError
 
@@ -43,55 +45,85 @@ class ServiceTimeout(ServiceUnavailable):
         super().__init__(service, reason, maybe_done=True)
 
 
+def session() -> aiohttp.ClientSession:
+    """A pooled keep-alive session for calls between services (call it in the event loop).
+
+    aiohttp, not httpx: on this machine httpx spent 0.7 ms of CPU per call with 8 calls at
+    once and 2.3 ms with 64 (its pool checks every connection for each request), aiohttp
+    0.08 ms; in split mode that was half the CPU of a booking (README, split mode)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
+        # One session serves every user: a cookie set in one answer must never ride along
+        # on another user's request, so the jar keeps none.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=timeouts(TIMEOUT_SECONDS),
+        auto_decompress=False,  # the gateway passes answers on as they came
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole answer of another service: read before the connection goes back to the pool."""
+
+    status_code: int
+    body: bytes
+    reason: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
 async def call(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     service: str,
     method: str,
     url: str,
     *,
     timeout: float = TIMEOUT_SECONDS,
     json: Any = None,
-) -> httpx.Response:
+) -> Reply:
     """Send one request to `service`; a failure to get an answer, or a 5xx answer, raises
     `ServiceUnavailable` (`ServiceTimeout` when no answer came in time)."""
     with reaching(service, timeout):
-        answer = await http.request(method, url, json=json, timeout=timeouts(timeout))
-    if answer.status_code >= 500:
+        async with http.request(method, url, json=json, timeout=timeouts(timeout)) as answer:
+            reply = Reply(answer.status, await answer.read(), answer.reason or "")
+    if reply.status_code >= 500:
         # Maybe done: a proxy in between answers 502 or 504 for a service that went quiet.
-        reason = f"{method} {url} answered {answer.status_code}"
+        reason = f"{method} {url} answered {reply.status_code}"
         raise ServiceUnavailable(service, reason, maybe_done=True)
-    return answer
+    return reply
 
 
-def unexpected(service: str, method: str, url: str, answer: httpx.Response) -> ServiceUnavailable:
+def unexpected(service: str, method: str, url: str, answer: Reply) -> ServiceUnavailable:
     """For an answer the caller has no meaning for (a 4xx it does not expect): the calling
     service sent something the other refused, no fault of the end client, so it is that
     service failing the call, with the status and the message it gave."""
     return ServiceUnavailable(service, f"{method} {url} answered {answer.status_code}: {_message(answer)}")
 
 
-def _message(answer: httpx.Response) -> str:
+def _message(answer: Reply) -> str:
     try:
         return str(answer.json()["message"])
     except (ValueError, KeyError, TypeError):
-        return answer.reason_phrase or "no message"
+        return answer.reason or "no message"
 
 
-def timeouts(seconds: float) -> httpx.Timeout:
+def timeouts(seconds: float) -> aiohttp.ClientTimeout:
     """`seconds` for the whole call, at most `CONNECT_TIMEOUT_SECONDS` of it to connect."""
-    return httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT_SECONDS, seconds))
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=min(CONNECT_TIMEOUT_SECONDS, seconds))
 
 
 @contextlib.contextmanager
 def reaching(service: str, timeout: float) -> Iterator[None]:
-    """Turn httpx's failures inside the block into `ServiceTimeout` (the request went out,
-    no answer came) or `ServiceUnavailable` (no connection, so nothing was done; or the
-    connection failed after the request went out, and it may have been)."""
+    """Turn aiohttp's failures inside the block into `ServiceUnavailable` (no connection, so
+    nothing was done; or the connection failed after the request went out, and it may have
+    been) or `ServiceTimeout` (no answer in time)."""
     try:
         yield
-    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        raise ServiceUnavailable(service, str(exc) or type(exc).__name__) from exc
+    except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise ServiceTimeout(service, f"no answer within {timeout:g} s") from exc
-    except httpx.HTTPError as exc:
-        unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    except aiohttp.ClientError as exc:
         reason = str(exc) or type(exc).__name__
-        raise ServiceUnavailable(service, reason, maybe_done=not unsent) from exc
+        raise ServiceUnavailable(service, reason, maybe_done=True) from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 from databases import Database
 
 from airbourne import db
@@ -73,7 +73,7 @@ class HttpFlights:
     """Flights in another process, through its routes under `base_url`."""
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, timeout: float = TIMEOUT_SECONDS
+        self, http: aiohttp.ClientSession, base_url: str, timeout: float = TIMEOUT_SECONDS
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")

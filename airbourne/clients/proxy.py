@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from airbourne.clients.errors import reaching, timeouts
 
@@ -144,32 +145,36 @@ class HttpProxy:
     """Sends the request to a service in another process over the pooled `client`."""
 
     def __init__(
-        self, client: httpx.AsyncClient, base_url: str, timeout: float, service: str = "upstream"
+        self, client: aiohttp.ClientSession, base_url: str, timeout: float,
+        service: str = "upstream",
     ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.service = service
-        self._timeout = timeouts(timeout).as_dict()
+        self._timeout = timeouts(timeout)
         self._seconds = timeout
 
     async def forward(
         self, method: str, path: str, query: bytes, headers: Headers, body: bytes
     ) -> Answer:
-        url = self.base_url + path + ("?" + query.decode("latin-1") if query else "")
-        # A bare Request, not client.build_request: no client-wide default headers or cookies
-        # are added, so the service sees the caller's headers and nothing else.
-        request = httpx.Request(
-            method, url, headers=headers, content=body, extensions={"timeout": self._timeout}
-        )
+        # encoded=True: the path and query go out as the client wrote them (%2F stays).
+        url = URL(self.base_url + path + ("?" + query.decode("latin-1") if query else ""),
+                  encoded=True)
+        sent = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
         with reaching(self.service, self._seconds):
-            response = await self.client.send(request, stream=True)
-            try:
-                # Raw bytes: a compressed answer stays compressed, matching its headers.
-                content = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
-        headers = [(name.lower(), value) for name, value in response.headers.raw]
-        return Answer(response.status_code, end_to_end(headers), content)
+            async with self.client.request(
+                method, url, headers=sent, data=body or None, timeout=self._timeout,
+                # Only the caller's headers (and Host): none of aiohttp's own defaults.
+                skip_auto_headers=_AUTO_HEADERS, allow_redirects=False,
+            ) as response:
+                # Raw bytes (the session does not decompress): a compressed answer stays
+                # compressed, matching its headers.
+                content = await response.read()
+        answer = [(name.lower(), value) for name, value in response.raw_headers]
+        return Answer(response.status, end_to_end(answer), content)
+
+
+_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
 def proxy_for(runtime: Runtime, name: str, timeout: float) -> Proxy:
