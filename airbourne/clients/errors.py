@@ -48,9 +48,9 @@ class ServiceTimeout(ServiceUnavailable):
 def session() -> aiohttp.ClientSession:
     """A pooled keep-alive session for calls between services (call it in the event loop).
 
-    aiohttp, not httpx: on this machine httpx spent 0.7 ms of CPU per call with 8 calls at
-    once and 2.3 ms with 64 (its pool checks every connection for each request), aiohttp
-    0.08 ms; in split mode that was half the CPU of a booking (README, split mode)."""
+    aiohttp, not httpx: httpx spent about 1 ms of CPU per call with 8 calls at once and 7 ms
+    with 64 (its pool checks every connection for each request), aiohttp 0.1 ms
+    (`python -m bench.hotpaths.client`); in split mode that was most of a booking's CPU."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
         # One session serves every user: a cookie set in one answer must never ride along
