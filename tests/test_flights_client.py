@@ -66,7 +66,7 @@ async def test_local_and_http_agree(tmp_path: Path, database_url: str) -> None:
 async def test_a_reservation_over_http_is_released_once_by_its_key(
     tmp_path: Path, database_url: str
 ) -> None:
-    """However often the release is sent, and by either client: the seats come back once."""
+    """However often a release is sent, and by either client: the seats come back once."""
     async with started(make_config(tmp_path, database_url), [flights.SERVICE]) as runtime:
         flight = await create_flight(runtime, capacity=10)
         local = LocalFlights(runtime.database("flights"))
@@ -74,14 +74,21 @@ async def test_a_reservation_over_http_is_released_once_by_its_key(
             remote = HttpFlights(runtime.http, url)
             assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
             assert (await remote.reserve_seats(flight["id"], 4, "trip")).total_seats == 6
-            assert await remote.release_seats(flight["id"], 4, "trip") == 10
-            assert await remote.release_seats(flight["id"], 4, "trip") == 10
-            assert await local.release_seats(flight["id"], 4, "trip") == 10
+            assert await remote.release_reservation(flight["id"], "trip") == 10
+            assert await remote.release_reservation(flight["id"], "trip") == 10
+            assert await local.release_reservation(flight["id"], "trip") == 10
             # Released before it was made: the reservation, arriving late, takes nothing.
-            assert await remote.release_seats(flight["id"], 2, "late") == 10
+            assert await remote.release_reservation(flight["id"], "late") == 10
             with pytest.raises(Conflict):
                 await remote.reserve_seats(flight["id"], 2, "late")
             assert (await local.get_flight(flight["id"]))["totalSeats"] == 10
+
+            # Seats taken without a key, given back once per key by either client.
+            await local.reserve_seats(flight["id"], 5, "unrecorded")
+            assert await remote.release_seats_once(flight["id"], 2, "row-1") == 7
+            assert await local.release_seats_once(flight["id"], 2, "row-1") == 7
+            assert await local.release_seats_once(flight["id"], 3, "row-2") == 10
+            assert await remote.release_seats_once(flight["id"], 3, "row-2") == 10
 
 
 async def test_an_answer_the_client_does_not_expect_is_the_service_failing(

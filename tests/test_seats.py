@@ -190,6 +190,23 @@ async def test_a_keyed_reservation_is_taken_once_and_released_once(runtime: Runt
     assert await free_seats(runtime, flight["id"]) == 10
 
 
+async def test_a_release_once_gives_the_seats_back_once(runtime: Runtime) -> None:
+    """Seats taken without a key (in-process), given back under the key of the outbox row
+    that asks for it: done again after a crash, it gives nothing more."""
+    database = runtime.database("flights")
+    flight = await create_flight(runtime, capacity=10)
+    await store.reserve_seats(database, flight["id"], 6)
+
+    assert await store.release_seats_once(database, "row-7", flight["id"], 4) == 8
+    assert await store.release_seats_once(database, "row-7", flight["id"], 4) == 8
+    with pytest.raises(store.ReservationMismatch):
+        await store.release_seats_once(database, "row-7", flight["id"], 2)
+    with pytest.raises(store.TooManySeatsReleased):  # refused, and so not recorded
+        await store.release_seats_once(database, "row-8", flight["id"], 3)
+    assert await store.release_seats_once(database, "row-8", flight["id"], 2) == 10
+    assert await free_seats(runtime, flight["id"]) == 10
+
+
 async def test_a_release_before_its_reservation_leaves_the_seats_free(runtime: Runtime) -> None:
     """The booking service gave up on a slow reservation and released it; the reservation
     then arrives after all. It must take nothing."""
@@ -250,6 +267,11 @@ async def test_keyed_reserve_and_release_over_http(
         answer = await api.post(f"{url}/release", json={"reservation": "a-1_B"})
         assert answer.json()["data"] == {"flightId": flight["id"], "seats": released,
                                          "totalSeats": 10}
+    await reserve(api, flight["id"], 5)
+    for _ in range(2):  # seats given back once under a key of their own
+        answer = await api.post(f"{url}/release", json={"seats": 2, "once": "row-1"})
+        assert answer.status_code == 200 and answer.json()["data"]["totalSeats"] == 7
+    await release(api, flight["id"], 3)
     body = failure(await api.post(f"{url}/reserve", json={"seats": 3, "reservation": "a-1_B"}),
                    409)
     assert body["message"] == "reservation a-1_B was released; its key cannot take seats again"
@@ -266,6 +288,9 @@ async def test_keyed_reserve_and_release_over_http(
         ("reserve", {"reservation": "k"}, "seats"),
         ("release", {"seats": 1, "reservation": "k"}, "seats"),
         ("release", {"reservation": "k/1"}, "reservation"),
+        ("release", {"reservation": "k", "once": "k"}, "once"),
+        ("release", {"seats": 1, "once": "a b"}, "once"),
+        ("release", {"once": "k"}, "seats"),
     ],
 )
 async def test_bad_reservation_keys_are_400(

@@ -38,14 +38,20 @@ class FlightsClient(Protocol):
         """Take `seats` free seats of the flight at once, or none.
 
         `key` names the reservation where its outcome can be lost on the way (over HTTP):
-        the returned `Reservation.key` is then `key`, and `release_seats(..., key=key)`
+        the returned `Reservation.key` is then `key`, and `release_reservation(..., key)`
         undoes it even after a call that raised `ServiceUnavailable`. In this process the
         outcome is always known, so nothing is recorded and `Reservation.key` is None."""
 
-    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
-        """Give `seats` back, or with `key` the seats held under it (once, however often it
-        is called); returns the flight's free seats. Raises `TooManySeatsReleased` rather
-        than go above the flight's capacity."""
+    async def release_seats(self, flight_id: int, seats: int) -> int:
+        """Give `seats` back; returns the flight's free seats. Raises `TooManySeatsReleased`
+        rather than go above the flight's capacity."""
+
+    async def release_seats_once(self, flight_id: int, seats: int, key: str) -> int:
+        """`release_seats`, but a second call with the same `key` gives nothing more."""
+
+    async def release_reservation(self, flight_id: int, key: str) -> int:
+        """Give back the seats reserved under `key`, once however often it is called, and
+        none if they never were; returns the flight's free seats."""
 
     async def get_flight(self, flight_id: int) -> dict[str, Any]:
         """The flight's record as the flights service answers it."""
@@ -60,9 +66,13 @@ class LocalFlights:
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
         return await store.reserve_seats(self.database, flight_id, seats)  # no key: see above
 
-    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
-        if key is None:
-            return await store.release_seats(self.database, flight_id, seats)
+    async def release_seats(self, flight_id: int, seats: int) -> int:
+        return await store.release_seats(self.database, flight_id, seats)
+
+    async def release_seats_once(self, flight_id: int, seats: int, key: str) -> int:
+        return await store.release_seats_once(self.database, key, flight_id, seats)
+
+    async def release_reservation(self, flight_id: int, key: str) -> int:
         return (await store.release_reservation(self.database, key, flight_id))[1]
 
     async def get_flight(self, flight_id: int) -> dict[str, Any]:
@@ -93,9 +103,17 @@ class HttpFlights:
             key=key,
         )
 
-    async def release_seats(self, flight_id: int, seats: int, key: str | None = None) -> int:
-        body: dict[str, Any] = {"seats": seats} if key is None else {"reservation": key}
-        refusal = TooManySeatsReleased(flight_id, seats)
+    async def release_seats(self, flight_id: int, seats: int) -> int:
+        return await self._release(flight_id, {"seats": seats}, seats)
+
+    async def release_seats_once(self, flight_id: int, seats: int, key: str) -> int:
+        return await self._release(flight_id, {"seats": seats, "once": key}, seats)
+
+    async def release_reservation(self, flight_id: int, key: str) -> int:
+        return await self._release(flight_id, {"reservation": key}, None)
+
+    async def _release(self, flight_id: int, body: dict[str, Any], seats: int | None) -> int:
+        refusal = TooManySeatsReleased(flight_id, seats or 0)
         data = await self._call("POST", flight_id, "/seats/release", body, refusal)
         return data["totalSeats"]
 

@@ -189,8 +189,12 @@ async def _give_back(state: State, reservation: Reservation) -> None:
     """Return the seats of a booking that was not written. Shielded, so a cancelled
     request still returns them; left to the outbox if flights cannot take them now."""
     flight_id, seats, key = reservation.flight_id, reservation.seats, reservation.key
+    flights = state.flights
     try:
-        await asyncio.shield(state.flights.release_seats(flight_id, seats, key))
+        if key is None:
+            await asyncio.shield(flights.release_seats(flight_id, seats))
+        else:
+            await asyncio.shield(flights.release_reservation(flight_id, key))
     except Exception:
         if key is None:  # unkeyed, a release sent again could give the seats back twice
             logger.exception(

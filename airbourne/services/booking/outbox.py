@@ -7,7 +7,7 @@ gives the seats of a cancelled booking back to the flights service, and marks th
 A broker or flights outage only delays rows: they stay unsent and are tried again with a
 backoff, while bookings go on. Delivery is at least once: a row whose work was done but not
 yet marked sent (a crash in between) is done again, which the reminder tolerates by
-ignoring message ids it has seen.
+ignoring message ids it has seen, and flights by giving seats back once per key.
 
 One relay per booking database is assumed: two relays would both take the same rows.
 """
@@ -61,8 +61,8 @@ class OutboxMessage:
 
 
 def release_seats(flight_id: int, seats: int, key: str | None = None) -> OutboxMessage:
-    """Give back `seats` of the flight, or with `key` the seats reserved under it (which
-    makes a repeated release, after a crash before the row was marked sent, harmless)."""
+    """Give back `seats` of the flight, or with `key` the seats reserved under it. Either
+    way once: a row done again (a crash before it was marked sent) gives nothing more."""
     release: dict[str, Any] = {"flightId": flight_id, "seats": seats}
     if key is not None:
         release["reservation"] = key
@@ -194,9 +194,11 @@ async def _carry_out(
     try:
         if row["kind"] == RELEASE_SEATS:
             release = json.loads(row["body"])
-            await flights.release_seats(
-                release["flightId"], release["seats"], release.get("reservation")
-            )
+            flight_id, key = release["flightId"], release.get("reservation")
+            if key is not None:
+                await flights.release_reservation(flight_id, key)
+            else:  # taken in-process: given back once per row, however often it is done
+                await flights.release_seats_once(flight_id, release["seats"], row["messageId"])
         else:
             body, message_id = row["body"].encode(), row["messageId"]
             await broker.publish(row["routingKey"], body, message_id=message_id)

@@ -275,7 +275,9 @@ async def list_flights(request: Request) -> Response:
 
 
 RESERVATION = "reservation"
-"""The optional key of a seat change (see `store.reserve_seats_once`)."""
+"""The optional key of a reservation (see `store.reserve_seats_once`)."""
+ONCE = "once"
+"""The optional key of a release given back once (see `store.release_seats_once`)."""
 
 
 async def reserve_seats(request: Request) -> Response:
@@ -297,26 +299,33 @@ async def reserve_seats(request: Request) -> Response:
 
 
 async def release_seats(request: Request) -> Response:
-    """`{"seats": n}` gives back n seats; `{"reservation": key}` the seats held under key."""
+    """`{"seats": n}` gives back n seats; `{"seats": n, "once": key}` does so once per key;
+    `{"reservation": key}` gives back the seats reserved under key, once."""
     flight_id = validate.path_id(request)
     body = await read_json(request)
     key = _reservation_key(body)
-    if key is None:
-        seats = validate.integer(body, "seats", maximum=MAX_CAPACITY)
-        total_seats = await store.release_seats(_database(request), flight_id, seats)
-    elif "seats" in body:
-        raise bad_request("seats", f"must not be given with {RESERVATION}: its seats are known")
+    database = _database(request)
+    if key is not None:
+        if "seats" in body or ONCE in body:
+            field = "seats" if "seats" in body else ONCE
+            raise bad_request(field, f"must not be given with {RESERVATION}: its seats are known")
+        seats, total_seats = await store.release_reservation(database, key, flight_id)
     else:
-        seats, total_seats = await store.release_reservation(_database(request), key, flight_id)
+        seats = validate.integer(body, "seats", maximum=MAX_CAPACITY)
+        once = _reservation_key(body, ONCE)
+        if once is None:
+            total_seats = await store.release_seats(database, flight_id, seats)
+        else:
+            total_seats = await store.release_seats_once(database, once, flight_id, seats)
     return ok({"flightId": flight_id, "seats": seats, "totalSeats": total_seats},
               "Successfully released the seats")
 
 
-def _reservation_key(body: Mapping[str, Any]) -> str | None:
-    key = validate.string(body, RESERVATION, max_length=RESERVATION_KEY_MAX, required=False,
+def _reservation_key(body: Mapping[str, Any], name: str = RESERVATION) -> str | None:
+    key = validate.string(body, name, max_length=RESERVATION_KEY_MAX, required=False,
                           default=None)
     if key is not None and not _KEY.fullmatch(key):
-        raise bad_request(RESERVATION, "must be letters, digits, '-' and '_'")
+        raise bad_request(name, "must be letters, digits, '-' and '_'")
     return key
 
 

@@ -296,35 +296,21 @@ async def reserve_seats_once(
     `release_reservation(key)` undoes it whether it was made, is still on its way, or never
     comes. Raises as `reserve_seats` does, and `ReservationReleased` for a released key.
     """
-    now = db.utcnow()
-    row = {"id": key, "flightId": flight_id, "seats": seats, "status": HELD,
-           "createdAt": now, "updatedAt": now}
     async with database.connection() as conn:
         async with conn.transaction():
-            try:
-                await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
-            except db.IntegrityErrors:  # the key is taken: a retry, or released already
-                earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
-                assert earlier is not None  # rows are never deleted
-                return await _made_earlier(conn, key, earlier, flight_id, seats)
-            made = await reserve_seats(database, flight_id, seats)  # on conn: same task
-            return dataclasses.replace(made, key=key)
-
-
-async def _made_earlier(
-    conn: Connection, key: str, earlier: dict[str, Any], flight_id: int, seats: int
-) -> Reservation:
-    if earlier["status"] == RELEASED:
-        raise ReservationReleased(key)
-    if (earlier["flightId"], earlier["seats"]) != (flight_id, seats):
-        raise ReservationMismatch(key, flight_id, seats)
-    flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, ("departureTime",))
-    if flight is None:
-        raise FlightNotFound(flight_id)
-    return Reservation(
-        flight_id, seats, flight["price"], flight["totalSeats"], flight["flightNumber"],
-        flight["departureTime"], key,
-    )
+            earlier = await _record_key(conn, key, flight_id, seats, HELD)
+            if earlier is None:
+                made = await reserve_seats(database, flight_id, seats)  # on conn: same task
+                return dataclasses.replace(made, key=key)
+            if earlier["status"] == RELEASED:
+                raise ReservationReleased(key)
+            if (earlier["flightId"], earlier["seats"]) != (flight_id, seats):
+                raise ReservationMismatch(key, flight_id, seats)
+            flight = await _seats_of(conn, flight_id)  # a retry: the same reservation
+            return Reservation(
+                flight_id, seats, flight["price"], flight["totalSeats"],
+                flight["flightNumber"], flight["departureTime"], key,
+            )
 
 
 async def release_reservation(database: Database, key: str, flight_id: int) -> tuple[int, int]:
@@ -335,29 +321,58 @@ async def release_reservation(database: Database, key: str, flight_id: int) -> t
     Raises `FlightNotFound`, `ReservationMismatch` for a key of another flight, and
     `TooManySeatsReleased` as `release_seats` does.
     """
-    now = db.utcnow()
-    tombstone = {"id": key, "flightId": flight_id, "seats": 0, "status": RELEASED,
-                 "createdAt": now, "updatedAt": now}
     async with database.connection() as conn:
         async with conn.transaction():
-            try:  # first, so that a reservation arriving meanwhile waits for this and finds it
-                await db.run(conn, db.insert_sql(reservations, tuple(tombstone)), tombstone)
-                held = None
-            except db.IntegrityErrors:
-                values = {"key": key, "released": RELEASED, "held": HELD, "now": now}
-                released = await db.rowcount(conn, _RESERVATION_RELEASE, values)
-                held = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
-                assert held is not None  # rows are never deleted
-                if held["flightId"] != flight_id:
-                    raise ReservationMismatch(key, flight_id) from None
-                if not released:
-                    held = None
-            if held is not None:
-                return held["seats"], await release_seats(database, flight_id, held["seats"])
-            flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id})
-            if flight is None:
-                raise FlightNotFound(flight_id)
-            return 0, flight["totalSeats"]
+            # First, so that a reservation arriving meanwhile waits for this and finds it.
+            earlier = await _record_key(conn, key, flight_id, 0, RELEASED)
+            if earlier is not None:
+                if earlier["flightId"] != flight_id:
+                    raise ReservationMismatch(key, flight_id)
+                values = {"key": key, "released": RELEASED, "held": HELD, "now": db.utcnow()}
+                if await db.rowcount(conn, _RESERVATION_RELEASE, values):
+                    seats = earlier["seats"]
+                    return seats, await release_seats(database, flight_id, seats)
+            return 0, (await _seats_of(conn, flight_id))["totalSeats"]
+
+
+async def release_seats_once(database: Database, key: str, flight_id: int, seats: int) -> int:
+    """`release_seats`, recorded under the caller's `key` in the same transaction, so the
+    same key again gives nothing more back: for a release its caller may send twice (the
+    outbox, after a crash between the release and marking it done). Returns the flight's
+    free seats. Raises as `release_seats` does, and `ReservationMismatch` for a key used
+    for other seats."""
+    async with database.connection() as conn:
+        async with conn.transaction():
+            earlier = await _record_key(conn, key, flight_id, seats, RELEASED)
+            if earlier is None:
+                return await release_seats(database, flight_id, seats)  # on conn: same task
+            if (earlier["flightId"], earlier["seats"]) != (flight_id, seats):
+                raise ReservationMismatch(key, flight_id, seats)
+            return (await _seats_of(conn, flight_id))["totalSeats"]  # given back already
+
+
+async def _record_key(
+    conn: Connection, key: str, flight_id: int, seats: int, status: str
+) -> dict[str, Any] | None:
+    """Record `key` for `seats` of the flight: None if the key is new, else its row as it was
+    recorded before (a concurrent transaction with the key is waited for)."""
+    now = db.utcnow()
+    row = {"id": key, "flightId": flight_id, "seats": seats, "status": status,
+           "createdAt": now, "updatedAt": now}
+    try:
+        await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
+        return None
+    except db.IntegrityErrors:
+        earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
+        assert earlier is not None  # rows are never deleted
+        return earlier
+
+
+async def _seats_of(conn: Connection, flight_id: int) -> dict[str, Any]:
+    flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, ("departureTime",))
+    if flight is None:
+        raise FlightNotFound(flight_id)
+    return flight
 
 
 _RESERVATION_READ = "SELECT flightId, seats, status FROM reservations WHERE id = :key"
