@@ -104,16 +104,18 @@ class HttpFlights:
         )
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
-        return await self._release(flight_id, {"seats": seats}, seats)
+        refusal = TooManySeatsReleased(flight_id, seats)
+        return await self._release(flight_id, {"seats": seats}, refusal)
 
     async def release_seats_once(self, flight_id: int, seats: int, key: str) -> int:
-        return await self._release(flight_id, {"seats": seats, "once": key}, seats)
+        refusal = TooManySeatsReleased(flight_id, seats)
+        return await self._release(flight_id, {"seats": seats, "once": key}, refusal)
 
     async def release_reservation(self, flight_id: int, key: str) -> int:
-        return await self._release(flight_id, {"reservation": key}, None)
+        refusal = Conflict(f"flight {flight_id} refused to release reservation {key}")
+        return await self._release(flight_id, {"reservation": key}, refusal)
 
-    async def _release(self, flight_id: int, body: dict[str, Any], seats: int | None) -> int:
-        refusal = TooManySeatsReleased(flight_id, seats or 0)
+    async def _release(self, flight_id: int, body: dict[str, Any], refusal: Exception) -> int:
         data = await self._call("POST", flight_id, "/seats/release", body, refusal)
         return data["totalSeats"]
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from email._policybase import Compat32
 from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address
 from email.message import Message
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from typing import Protocol
 

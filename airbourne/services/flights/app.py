@@ -5,7 +5,7 @@ A body that names a record that does not exist (`cityId`, `airplaneId`, `departu
 is and as the booking service answers an unknown `flightId`. A record still referred to
 cannot be deleted (409). `totalSeats` is inventory: only reserving and releasing seats
 (`POST /flights/{id}/seats/reserve|release`, `{"seats": n}`, optionally under a caller's
-`"reservation"` key) change it; a flight given another airplane keeps its booked seats and
+`"reservation"` or `"once"` key) change it; a flight given another airplane keeps its booked seats and
 takes that airplane's capacity.
 """
 

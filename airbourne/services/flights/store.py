@@ -269,9 +269,16 @@ async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reser
         raise FlightNotFound(flight_id)
     if not changed:
         raise NotEnoughSeats(flight_id, seats, flight["totalSeats"])
+    return _reservation(flight_id, seats, flight)
+
+
+def _reservation(
+    flight_id: int, seats: int, flight: Mapping[str, Any], key: str | None = None
+) -> Reservation:
+    """The reservation of `seats`, from the flight's row as `_SEATS_READ` reads it."""
     return Reservation(
         flight_id, seats, flight["price"], flight["totalSeats"], flight["flightNumber"],
-        flight["departureTime"],
+        flight["departureTime"], key,
     )
 
 
@@ -306,11 +313,8 @@ async def reserve_seats_once(
                 raise ReservationReleased(key)
             if (earlier["flightId"], earlier["seats"]) != (flight_id, seats):
                 raise ReservationMismatch(key, flight_id, seats)
-            flight = await _seats_of(conn, flight_id)  # a retry: the same reservation
-            return Reservation(
-                flight_id, seats, flight["price"], flight["totalSeats"],
-                flight["flightNumber"], flight["departureTime"], key,
-            )
+            # A retry: the same reservation.
+            return _reservation(flight_id, seats, await _seats_of(conn, flight_id), key)
 
 
 async def release_reservation(database: Database, key: str, flight_id: int) -> tuple[int, int]:
