@@ -12,6 +12,7 @@ import anyio
 import httpx
 import sqlalchemy as sa
 
+from airbourne.broker import Message
 from airbourne.runtime import Runtime
 from airbourne.services import flights
 from airbourne.services.booking import SERVICE as BOOKING
@@ -30,6 +31,21 @@ async def booking_runtime(
     async with started(config, list(services)) as runtime:
         async with client(runtime.apps["booking"]) as http:
             yield runtime, http
+
+
+async def collect(runtime: Runtime) -> list[Message]:
+    """Subscribe to the notification queue, standing in for the reminder; returns the list
+    the messages are added to. On the memory broker an outbox row is sent only once a
+    consumer has handled its message."""
+    received: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message)
+
+    settings = runtime.config["broker"]
+    queue, binding_key = settings["notification_queue"], settings["reminder_binding_key"]
+    await runtime.broker.subscribe(queue, binding_key, handler)
+    return received
 
 
 async def create_flight(

@@ -15,7 +15,9 @@ from airbourne.http import MAX_BODY_BYTES
 from airbourne.services import auth, flights
 from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking.schema import bookings
-from booking_support import booking_runtime, create_flight, eventually, free_seats, outbox_rows
+from booking_support import (
+    booking_runtime, collect, create_flight, eventually, free_seats, outbox_rows,
+)
 from support import client, free_port
 
 pytestmark = pytest.mark.anyio
@@ -180,6 +182,7 @@ async def test_reading_and_listing_are_the_owners(tmp_path: Path, database_url: 
 
 async def test_cancel_again_returns_the_seats_once(tmp_path: Path, database_url: str) -> None:
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        await collect(runtime)  # the reminder's part: rows are sent once handled
         flight = await create_flight(runtime, capacity=20)
         await book(http, flight["id"], 5, user_id=1)
         booking = (await book(http, flight["id"], 3, user_id=2))["data"]
@@ -206,6 +209,7 @@ async def test_cancel_again_returns_the_seats_once(tmp_path: Path, database_url:
 
 async def test_concurrent_cancels_return_the_seats_once(tmp_path: Path, database_url: str) -> None:
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        await collect(runtime)  # the reminder's part: rows are sent once handled
         flight = await create_flight(runtime, capacity=20)
         booking = (await book(http, flight["id"], 3))["data"]
         cancel = f"/api/v1/bookings/{booking['id']}/cancel"

@@ -94,8 +94,11 @@ class MemoryBackend(Backend):
         return broker.dead_letters(queue)
 
     async def left_after_close(self, broker: MemoryBroker, queue: str) -> int:
+        """Counted before closing: closing withdraws every message left (it was never
+        confirmed, so its publisher keeps it)."""
+        left = broker.pending(queue)
         await broker.close()
-        return broker.pending(queue)
+        return left
 
 
 class RabbitBackend(Backend):
@@ -154,11 +157,14 @@ async def test_message_waits_in_a_declared_queue_for_a_later_consumer(backend: B
     broker, queue, received = await backend.started(), backend.queue(), Recorder()
     await broker.declare(queue, KEY)
 
-    await broker.publish(KEY, b'"early"', message_id="early")
+    # The memory broker confirms a message once it is handled, so publish as a task.
+    publishing = asyncio.create_task(broker.publish(KEY, b'"early"', message_id="early"))
+    await anyio.sleep(0.1)
     await broker.subscribe(queue, KEY, received)
 
     await until(lambda: len(received.messages) == 1)
     assert received.messages[0].message_id == "early"
+    await publishing
 
 
 async def test_a_failed_message_is_delivered_again_then_acknowledged(backend: Backend) -> None:
@@ -219,7 +225,7 @@ async def test_publish_without_a_connection_is_an_error(backend: Backend) -> Non
         await never_started.publish(KEY, b"{}")
 
     broker = await backend.started()
-    await broker.declare(backend.queue(), KEY)
+    await broker.subscribe(backend.queue(), KEY, Recorder())
     await broker.publish(KEY, b"{}")
     await broker.close()
     assert not broker.connected
@@ -263,6 +269,73 @@ async def test_memory_outage_refuses_publishes_and_holds_deliveries() -> None:
     broker.set_available(True)
     await broker.publish(KEY, b'"back"')
     await until(lambda: received.bodies() == [b'"back"'])
+    await broker.close()
+
+
+async def test_memory_confirms_a_message_once_its_handler_has_returned() -> None:
+    """Nothing outlives the process, so a confirmed message must already be handled: the
+    outbox marks a row sent when `publish` returns."""
+    broker, release, handled = MemoryBroker(exchange="airbourne"), asyncio.Event(), []
+
+    async def slow(message: Message) -> None:
+        await release.wait()
+        handled.append(message.message_id)
+
+    await broker.start()
+    await broker.subscribe("notifications", KEY, slow)
+    publishing = asyncio.create_task(broker.publish(KEY, b"{}", message_id="m-1"))
+    await anyio.sleep(0.2)
+    assert not publishing.done() and handled == []
+    release.set()
+    await publishing
+    assert handled == ["m-1"]
+    await broker.close()
+
+
+async def test_memory_withdraws_a_message_no_consumer_handled_in_time() -> None:
+    broker, received = MemoryBroker(exchange="airbourne", confirm_seconds=0.2), Recorder()
+    await broker.start()
+    await broker.declare("notifications", KEY)
+
+    with pytest.raises(BrokerUnavailable, match="not handled within 0.2 s"):
+        await broker.publish(KEY, b'"unseen"', message_id="m-1")
+    await broker.subscribe("notifications", KEY, received)
+    await broker.publish(KEY, b'"seen"', message_id="m-2")
+    assert received.bodies() == [b'"seen"']  # the withdrawn one is not delivered as well
+    await broker.close()
+
+
+async def test_memory_close_fails_the_publishes_still_waiting() -> None:
+    """A stop with messages queued or being handled: their publishers learn they were not
+    confirmed (and the outbox keeps them) instead of the messages vanishing."""
+    broker, never = MemoryBroker(exchange="airbourne"), asyncio.Event()
+
+    async def stuck(message: Message) -> None:
+        await never.wait()
+
+    await broker.start()
+    await broker.subscribe("notifications", KEY, stuck)
+    publishing = [
+        asyncio.create_task(broker.publish(KEY, b"{}", message_id=f"m-{n}")) for n in range(100)
+    ]
+    await anyio.sleep(0.2)  # 64 being handled (the prefetch), 36 queued
+    await broker.close()
+    outcomes = await asyncio.gather(*publishing, return_exceptions=True)
+    assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes)
+
+
+async def test_memory_a_failing_handler_keeps_the_publisher_waiting_until_it_succeeds() -> None:
+    broker, tries = MemoryBroker(exchange="airbourne"), []
+
+    async def fails_once(message: Message) -> None:
+        tries.append(message.redelivered)
+        if len(tries) == 1:
+            raise RuntimeError("database is down")
+
+    await broker.start()
+    await broker.subscribe("notifications", KEY, fails_once)
+    await broker.publish(KEY, b"{}", message_id="m-1")  # one pause of a second in between
+    assert tries == [False, True]
     await broker.close()
 
 

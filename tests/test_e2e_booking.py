@@ -3,11 +3,13 @@ booking service in one process books seats of a flights service in another."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import email
 import email.policy
 import json
+import signal
 import sqlite3
 import time
 import uuid
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import pymysql
 import pytest
@@ -128,6 +131,60 @@ def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(tmp_path: Path, mysq
             assert trip["flightNumber"] in received[0].message["Subject"]
             assert "15000" in received[0].body
             assert server.stop() == 0
+
+
+def test_a_stop_under_load_loses_no_notification(tmp_path: Path) -> None:
+    """Embedded defaults: SIGTERM while 64 clients book as fast as they can, so the reminder
+    has messages queued and in hand when it stops (before the memory broker confirmed only
+    handled messages, those were lost: 350 of 2,800 bookings of a closed loop got no
+    ticket). After a restart every booking has its confirmation and reminder, once each."""
+    data = tmp_path / "data"
+    with Airbourne(data, services="all").start(expect=5) as server:
+        ada = sign_in(server.url("auth"), "ada@example.com")
+        trip = flight(server.url("flights"), capacity=100000)
+        made = asyncio.run(_book_then_stop(server, ada, trip["id"], seconds=5.0))
+        assert made > 100
+        assert server.process.wait(timeout=20) == 0
+    with Airbourne(data, services="all", ports=server.ports).start(expect=5):
+        with contextlib.closing(sqlite3.connect(data / "booking.db")) as bookings:
+            ids = {row[0] for row in bookings.execute("SELECT id FROM bookings")}
+        assert len(ids) >= made  # some answers may have been lost in the stop
+
+        def tickets_per_booking() -> dict[int, int]:
+            with contextlib.closing(sqlite3.connect(data / "reminder.db")) as tickets:
+                return dict(tickets.execute(
+                    "SELECT bookingId, COUNT(*) FROM tickets GROUP BY bookingId").fetchall())
+
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: len(tickets_per_booking()) == len(ids), seconds=20)
+        counts = tickets_per_booking()
+        missing = ids - set(counts)
+        assert not missing, f"{len(missing)} of {len(ids)} bookings have no ticket"
+        assert set(counts) == ids and set(counts.values()) == {2}
+
+
+async def _book_then_stop(server: Airbourne, user: dict, flight_id: int, seconds: float) -> int:
+    """Book one seat at a time from 64 concurrent clients; after `seconds`, SIGTERM the
+    server while they go on, until it stops answering. Returns the bookings answered."""
+    url = f"{server.url('gateway')}/bookingservice/api/v1/bookings"
+    body = {"flightId": flight_id, "userId": user["id"], "NoOfSeats": 1}
+    headers = {"x-access-token": user["token"]}
+
+    async def client(http: aiohttp.ClientSession) -> int:
+        made = 0
+        with contextlib.suppress(aiohttp.ClientError):
+            while True:
+                async with http.post(url, json=body, headers=headers) as answer:
+                    if answer.status != 200:  # 503 while shutting down
+                        return made
+                    made += 1
+        return made
+
+    async with aiohttp.ClientSession() as http:
+        clients = [asyncio.create_task(client(http)) for _ in range(64)]
+        await asyncio.sleep(seconds)
+        server.process.send_signal(signal.SIGTERM)
+        return sum(await asyncio.gather(*clients))
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,9 @@ from airbourne.broker import Message
 from airbourne.clients.flights import HttpFlights
 from airbourne.runtime import Runtime
 from airbourne.services.booking.schema import outbox
-from booking_support import booking_runtime, create_flight, eventually, free_seats, outbox_rows
+from booking_support import (
+    booking_runtime, collect, create_flight, eventually, free_seats, outbox_rows,
+)
 from support import free_port, served
 
 pytestmark = pytest.mark.anyio
@@ -35,19 +38,6 @@ async def book(http: httpx.AsyncClient, flight_id: int, seats: int, user_id: int
         "flightId": flight_id, "userId": user_id, "NoOfSeats": seats}, headers=user(user_id))
     assert answer.status_code == 200, answer.text
     return answer.json()["data"]
-
-
-async def collect(runtime: Runtime) -> list[Message]:
-    """Subscribe to the notification queue; returns the list the messages are added to."""
-    received: list[Message] = []
-
-    async def handler(message: Message) -> None:
-        received.append(message)
-
-    settings = runtime.config["broker"]
-    queue, binding_key = settings["notification_queue"], settings["reminder_binding_key"]
-    await runtime.broker.subscribe(queue, binding_key, handler)
-    return received
 
 
 async def all_sent(runtime: Runtime) -> bool:
@@ -106,6 +96,22 @@ async def test_broker_outage_delays_messages_and_loses_none(
             assert confirmation["recepientEmail"] == f"user{booking['userId']}@example.com"
             assert reminder["notificationTime"] == "2030-10-09T10:00:00.000Z"  # 24 h before
             assert flight["flightNumber"] in reminder["subject"]
+
+
+async def test_the_memory_broker_without_the_reminder_in_process_is_announced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its messages could reach no one: they stay in the outbox, and the log says why."""
+    caplog.set_level(logging.WARNING, logger="airbourne.booking.outbox")
+    async with booking_runtime(tmp_path, None) as (runtime, http):
+        flight = await create_flight(runtime, departure=DEPARTURE)
+        await book(http, flight["id"], 1, 1)
+
+        async def announced() -> bool:
+            return "the reminder does not run here" in caplog.text
+
+        await eventually(announced)
+        assert not any(row["sentAt"] for row in await outbox_rows(runtime))
 
 
 async def test_no_reminder_when_departure_is_too_close(tmp_path: Path) -> None:
@@ -175,6 +181,7 @@ async def test_a_release_done_again_gives_the_seats_back_once(
     flights' HTTP routes (as in split mode), by the booking's reservation key. Either way
     the seats come back once: 15 free, not 18."""
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        await collect(runtime)  # the reminder's part: rows are sent once handled
         async with served(runtime.apps["flights"]) as url:
             state = runtime.apps["booking"].state
             if split:
@@ -246,6 +253,7 @@ async def test_sent_rows_are_pruned_after_the_keep_time_and_unsent_ones_never(
     from airbourne.services.booking.schema import outbox as table
 
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        await collect(runtime)
         flight = await create_flight(runtime, departure=DEPARTURE)
         for user_id in (1, 2, 3):
             await book(http, flight["id"], 1, user_id)

@@ -1,8 +1,9 @@
 """The `Broker` interface: publish to an exchange by routing key, consume a durable queue.
 
 Delivery is at-least-once. `publish` returns only once the broker has accepted the message
-(publisher confirm) and raises `BrokerUnavailable` otherwise, so a caller that keeps its
-message until `publish` returns (the booking outbox) never loses one. A handler acknowledges
+(publisher confirm: RabbitMQ has stored it; the memory broker, which stores nothing, has seen
+it handled) and raises `BrokerUnavailable` otherwise, so a caller that keeps its message
+until `publish` returns (the booking outbox) never loses one. A handler acknowledges
 by returning; raising `Reject` dead-letters the message (it can never succeed); any other
 exception puts the message back to be delivered again after a pause.
 """

@@ -3,7 +3,9 @@ calls for it, and the relay that carries it out afterwards.
 
 A booking commits its row and its messages together, so a message exists exactly when the
 booking does; the relay then publishes each message to the broker, or for `release_seats`
-gives the seats of a cancelled booking back to the flights service, and marks the row sent.
+gives the seats of a cancelled booking back to the flights service, and marks the row sent
+once the broker has confirmed it (RabbitMQ: stored; the memory broker, which keeps nothing
+past the process: handled by the reminder).
 A broker or flights outage only delays rows: they stay unsent and are tried again with a
 backoff, while bookings go on. Delivery is at least once: a row whose work was done but not
 yet marked sent (a crash in between) is done again, which the reminder tolerates by
@@ -96,6 +98,12 @@ async def relay(runtime: Runtime) -> None:
     binding_key = runtime.config["broker"]["reminder_binding_key"]
     backoffs = {PUBLISH: Backoff(interval), RELEASE: Backoff(interval)}
     declared: Broker | None = None
+    if runtime.config["broker"]["url"].startswith("memory:") and not runtime.runs("reminder"):
+        logger.warning(
+            "outbox: the memory broker delivers only within this process, and the reminder"
+            " does not run here: notifications stay in the outbox until it does (or use"
+            " RabbitMQ, broker.url)"
+        )
     while True:
         state.outbox_wakeup.clear()
         ready = {lane for lane, backoff in backoffs.items() if backoff.ready()}
