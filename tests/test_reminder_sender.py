@@ -211,3 +211,43 @@ async def test_a_claim_reads_the_due_tickets_not_the_whole_table(tmp_path, mysql
 
         assert sorted(ticket["subject"] for ticket in claimed) == ["Due"] * 5
         assert read < 100, f"a claim read {read} rows by full scans"
+
+
+async def test_tickets_sent_or_cancelled_long_ago_are_deleted_and_no_others(runtime):
+    """Pending tickets wait for their time and failed ones for an operator, however old;
+    of the finished ones only those older than the keep time go."""
+    from airbourne.services.reminder.schema import tickets
+
+    statuses = ["SUCCESS", "CANCELLED", "PENDING", "FAILED", "SUCCESS", "SUCCESS", "CANCELLED"]
+    made = [await create(runtime, status=status) for status in statuses]
+    long_ago = db.utcnow() - timedelta(days=40)
+    database = runtime.database("reminder")
+    for ticket in made[:5]:  # the last two finished recently
+        await database.execute(
+            tickets.update().where(tickets.c.id == ticket["id"]).values(updatedAt=long_ago))
+
+    cutoff = db.utcnow() - timedelta(days=30)
+    assert await store.prune_tickets(database, cutoff, batch=1) == 3
+    left = [(ticket["id"], ticket["status"]) for ticket in await store.list_tickets(database, None, 100, 0)]
+    assert sorted(left) == [(made[n]["id"], statuses[n]) for n in (2, 3, 5, 6)]
+    assert await store.prune_tickets(database, cutoff, batch=1) == 0
+
+
+async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
+    tmp_path, database_url, smtp
+):
+    from airbourne.services.reminder.schema import tickets
+
+    config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_TICKET_KEEP_DAYS="7")
+    async with started(config, [reminder.SERVICE]) as runtime:
+        old, recent = await create(runtime, status="SUCCESS"), await create(runtime, status="SUCCESS")
+        await runtime.database("reminder").execute(
+            tickets.update().where(tickets.c.id == old["id"])
+            .values(updatedAt=db.utcnow() - timedelta(days=8)))
+    async with started(config, [reminder.SERVICE]) as runtime:
+        for _ in range(200):
+            if not await read(runtime, old):  # 404: no data
+                break
+            await asyncio.sleep(0.02)
+        assert not await read(runtime, old)
+        assert (await read(runtime, recent))["status"] == "SUCCESS"

@@ -33,7 +33,7 @@ from databases.core import Connection
 from airbourne.broker import Broker, BrokerUnavailable
 from airbourne.clients.errors import ServiceUnavailable
 from airbourne.clients.flights import Conflict, FlightNotFound, FlightsClient
-from airbourne import db
+from airbourne import db, retention
 from airbourne.db import utcnow
 from airbourne.http import dumps
 from airbourne.services.booking.schema import outbox
@@ -46,8 +46,6 @@ logger = logging.getLogger("airbourne.booking.outbox")
 RELEASE_SEATS = "release_seats"
 BATCH_SIZE = 200
 MAX_BACKOFF_SECONDS = 30.0
-PRUNE_EVERY_SECONDS = 3600.0
-PRUNE_BATCH = 10_000
 
 PUBLISH = "publish"
 RELEASE = "release"
@@ -246,37 +244,17 @@ async def prune_periodically(runtime: Runtime) -> None:
     per booking would otherwise grow the table for ever. Unsent rows are never deleted."""
     database = runtime.apps["booking"].state.database
     keep = timedelta(days=runtime.config["booking"]["outbox_keep_days"])
-    while True:
-        try:
-            if deleted := await prune(database, utcnow() - keep):
-                logger.info("outbox: deleted %d rows sent more than %s ago", deleted, keep)
-        except Exception:  # the database is away: the next round deletes them
-            logger.exception("outbox: deleting sent rows failed; trying again in an hour")
-        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+    async def delete() -> int:
+        return await prune(database, utcnow() - keep)
+
+    await retention.every_hour(f"outbox rows sent more than {keep} ago", delete, logger)
 
 
-async def prune(database: Database, sent_before: datetime, batch: int = PRUNE_BATCH) -> int:
-    """Delete the rows sent before `sent_before`, oldest first, at most `batch` per statement
-    so a busy table is never locked for long; returns how many were deleted.
-
-    Each round finds the highest id among the `batch` oldest such rows and deletes those up
-    to it (a DELETE with LIMIT, or a LIMIT inside IN, is refused by SQLite or MariaDB).
-    """
-    values = {"before": sent_before, "batch": batch}
-    deleted = 0
-    async with database.connection() as conn:
-        while True:
-            found = await db.fetch_one(conn, _PRUNE_EDGE, values)
-            if found is None or found["edge"] is None:
-                return deleted
-            deleted += await db.rowcount(conn, _PRUNE, {**values, "edge": found["edge"]})
-
-
-_PRUNE_EDGE = (
-    "SELECT MAX(id) AS edge FROM (SELECT id FROM outbox"
-    " WHERE sentAt IS NOT NULL AND sentAt < :before ORDER BY id LIMIT :batch) AS oldest"
-)
-_PRUNE = "DELETE FROM outbox WHERE id <= :edge AND sentAt IS NOT NULL AND sentAt < :before"
+async def prune(database: Database, sent_before: datetime, batch: int = retention.BATCH) -> int:
+    """Delete the rows sent before `sent_before`; returns how many were deleted."""
+    done = "sentAt IS NOT NULL AND sentAt < :before"
+    return await retention.delete_done(database, "outbox", done, {"before": sent_before}, batch)
 
 
 async def _nap(wakeup: asyncio.Event, seconds: float) -> None:

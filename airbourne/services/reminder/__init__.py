@@ -4,11 +4,11 @@ from airbourne.service import Service
 from airbourne.services.reminder.app import create_app
 from airbourne.services.reminder.consumer import consume
 from airbourne.services.reminder.schema import MIGRATIONS
-from airbourne.services.reminder.sender import send_periodically
+from airbourne.services.reminder.sender import prune_periodically, send_periodically
 
 SERVICE = Service(
     name="reminder",
     create_app=create_app,
     migrations=MIGRATIONS,
-    background=[consume, send_periodically],
+    background=[consume, send_periodically, prune_periodically],
 )

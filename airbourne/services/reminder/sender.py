@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import anyio
 from databases import Database
 
-from airbourne import db
+from airbourne import db, retention
 from airbourne.config import Config
 from airbourne.mail import Mailer, MailError, compose
 from airbourne.services.reminder import store
@@ -174,3 +174,15 @@ async def send_due(runtime: Runtime, now: datetime | None = None) -> int:
 
 async def send_periodically(runtime: Runtime) -> None:
     await sender_of(runtime).run()
+
+
+async def prune_periodically(runtime: Runtime) -> None:
+    """Every hour, delete the tickets sent or cancelled more than `reminder.ticket_keep_days`
+    ago: two per booking would otherwise grow the table for ever."""
+    database = sender_of(runtime).database
+    keep = timedelta(days=runtime.config["reminder"]["ticket_keep_days"])
+
+    async def delete() -> int:
+        return await store.prune_tickets(database, db.utcnow() - keep)
+
+    await retention.every_hour(f"tickets sent or cancelled more than {keep} ago", delete, logger)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import sqlalchemy as sa
 from databases import Database
 
-from airbourne import db
+from airbourne import db, retention
 from airbourne.services.reminder.schema import CANCELLED, ERROR_MAX, FAILED, PENDING, SUCCESS, tickets
 
 PUBLIC = ("id", "subject", "content", "recepientEmail", "status", "notificationTime",
@@ -205,3 +205,16 @@ async def mark_failed(
         .values(attempts=ticket["attempts"] + 1, lastError=error[:ERROR_MAX], claimToken=None,
                 claimedUntil=None, updatedAt=db.utcnow(), **changes)
     )
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+async def prune_tickets(
+    database: Database, finished_before: datetime, batch: int = retention.BATCH
+) -> int:
+    """Delete the tickets SUCCESS or CANCELLED since before `finished_before`; returns how
+    many. PENDING tickets wait for their time and FAILED ones for an operator: both stay."""
+    done = "status IN (:success, :cancelled) AND updatedAt < :before"
+    values = {"success": SUCCESS, "cancelled": CANCELLED, "before": finished_before}
+    return await retention.delete_done(database, "tickets", done, values, batch)
