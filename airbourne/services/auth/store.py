@@ -16,7 +16,7 @@ async def create_user(database: Database, email: str, password_hash: str) -> dic
     """Insert a user with the new-user role; a taken email is a 409."""
     now = db.utcnow()
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             try:
                 user_id = await conn.execute(
                     users.insert().values(

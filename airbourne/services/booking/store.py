@@ -52,7 +52,7 @@ async def create_booking(
     stamp = db.iso(now)
     async with database.connection() as conn:
         try:
-            async with conn.transaction():
+            async with db.transaction(conn):
                 booking_id = (await db.run(conn, db.insert_sql(bookings, tuple(row)), row)).lastrowid
                 booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
                 await outbox.add(conn, messages(booking, now), now)
@@ -97,7 +97,7 @@ async def cancel_booking(
     `messages` is given the booking with its `reservationKey`; the answer has none."""
     now = db.utcnow()
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             changed = await db.rowcount(
                 conn,
                 "UPDATE bookings SET status = :cancelled, updatedAt = :now"
@@ -120,6 +120,6 @@ async def add_messages(database: Database, messages: Sequence[OutboxMessage]) ->
     """Write outbox rows on their own: work owed with no booking change to go with it."""
     now = db.utcnow()
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             await outbox.add(conn, messages, now)
 

@@ -304,7 +304,7 @@ async def reserve_seats_once(
     comes. Raises as `reserve_seats` does, and `ReservationReleased` for a released key.
     """
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             earlier = await _record_key(conn, key, flight_id, seats, HELD)
             if earlier is None:
                 made = await reserve_seats(database, flight_id, seats)  # on conn: same task
@@ -326,7 +326,7 @@ async def release_reservation(database: Database, key: str, flight_id: int) -> t
     `TooManySeatsReleased` as `release_seats` does.
     """
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             # First, so that a reservation arriving meanwhile waits for this and finds it.
             earlier = await _record_key(conn, key, flight_id, 0, RELEASED)
             if earlier is not None:
@@ -346,7 +346,7 @@ async def release_seats_once(database: Database, key: str, flight_id: int, seats
     free seats. Raises as `release_seats` does, and `ReservationMismatch` for a key used
     for other seats."""
     async with database.connection() as conn:
-        async with conn.transaction():
+        async with db.transaction(conn):
             earlier = await _record_key(conn, key, flight_id, seats, RELEASED)
             if earlier is None:
                 return await release_seats(database, flight_id, seats)  # on conn: same task

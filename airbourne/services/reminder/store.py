@@ -65,7 +65,7 @@ async def create_tickets(
         async with database.connection() as conn:
             # MySQL sends one multi-row INSERT, atomic by itself; SQLite runs the statement
             # once per row, so all rows go in one transaction (and one commit).
-            atomic = conn.transaction() if db.is_sqlite(database) else contextlib.nullcontext()
+            atomic = db.transaction(conn) if db.is_sqlite(database) else contextlib.nullcontext()
             async with atomic:
                 await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
     except db.IntegrityErrors:
