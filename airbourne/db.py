@@ -267,7 +267,8 @@ async def transaction(conn: Connection) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
-        await raw.execute("ROLLBACK")
+        if raw.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
+            await raw.execute("ROLLBACK")
         raise
     await raw.execute("COMMIT")
 

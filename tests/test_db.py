@@ -64,3 +64,17 @@ async def test_a_cancelled_transaction_is_rolled_back(database) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await ids(database) == []
+
+
+async def test_an_error_after_the_database_ended_the_transaction_is_the_one_raised(
+    database,
+) -> None:
+    """SQLite rolls a transaction back by itself after some errors (a full disk); rolling
+    back again would fail and hide the error that matters."""
+    async with database.connection() as conn:
+        with pytest.raises(RuntimeError, match="the error that matters"):
+            async with db.transaction(conn):
+                await db.run(conn, INSERT, {"id": "a", "now": db.utcnow()})
+                await db.run(conn, "ROLLBACK", {})  # as the database does
+                raise RuntimeError("the error that matters")
+    assert await ids(database) == []
