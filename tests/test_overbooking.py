@@ -5,9 +5,13 @@ through the gateway with real tokens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 
@@ -65,3 +69,65 @@ async def test_concurrent_bookings_never_oversell(tmp_path: Path, database_url: 
         )
         assert stored == sold
         assert await free_seats(runtime, flight["id"]) == CAPACITY - stored
+
+
+@pytest.mark.parametrize("parts", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+async def test_a_booking_cancelled_mid_write_finishes_and_keeps_its_seats(
+    tmp_path: Path, parts: str, request: pytest.FixtureRequest
+) -> None:
+    """A request cancelled (a shutdown past its grace period) while its booking is being
+    written: the booking goes on to commit and keeps its seats. Before, the request gave
+    the seats back at once: had the COMMIT already gone out, the flight would have shown
+    seats free that a booking held, and been oversold."""
+    database_url = None if parts == "sqlite" else request.getfixturevalue("mysql_url")
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        flight = await create_flight(runtime, capacity=10, price=100)
+        with _bookings_locked(runtime, tmp_path) as release:
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
+            headers = {"x-user-id": "1", "x-user-email": "u1@example.com"}
+            answer = asyncio.create_task(http.post("/api/v1/bookings", json=body, headers=headers))
+            for _ in range(500):  # the seats are taken; the booking's INSERT waits on the lock
+                if await free_seats(runtime, flight["id"]) == 7:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            answer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await answer
+            release()
+        database = runtime.database("booking")
+        for _ in range(500):
+            if await database.fetch_all(sa.select(bookings.c.id)):
+                break
+            await asyncio.sleep(0.01)
+        made = await database.fetch_all(sa.select(bookings.c.NoOfSeats))
+        assert [row[0] for row in made] == [3]
+        assert await free_seats(runtime, flight["id"]) == 7
+
+
+@contextlib.contextmanager
+def _bookings_locked(runtime, tmp_path: Path):
+    """Hold a lock that the booking's INSERT waits for (not the seat change): the bookings
+    table on MariaDB, the booking service's own file on SQLite. Yields the release."""
+    url = runtime.config.services["booking"].database_url
+    if url.startswith("mysql"):
+        parts = urlsplit(url)
+        conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
+                               user=parts.username or "root", password=parts.password or "",
+                               database=parts.path.lstrip("/"))
+        with conn.cursor() as cursor:
+            cursor.execute("LOCK TABLES bookings WRITE")
+
+        def release() -> None:
+            with conn.cursor() as cursor:
+                cursor.execute("UNLOCK TABLES")
+    else:
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            conn.rollback()
+    try:
+        yield release
+    finally:
+        conn.close()

@@ -59,6 +59,26 @@ async def create_booking(request: Request) -> Response:
         if earlier is not None:
             return _replay(earlier, flight_id, seats)
     email = await _email(request, user_id)
+    try:
+        booking = await asyncio.shield(_book(state, flight_id, user_id, seats, key, email))
+    except store.KeyAlreadyUsed:
+        # A concurrent request with the same key booked first: answer with its booking.
+        assert key is not None  # only a keyed booking raises KeyAlreadyUsed
+        earlier = await store.find_by_key(state.database, user_id, key)
+        if earlier is None:
+            raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None
+        return _replay(earlier, flight_id, seats)
+    state.outbox_wakeup.set()
+    return ok(booking, "Successfully booked the seats")
+
+
+async def _book(
+    state: State, flight_id: int, user_id: int, seats: int, key: str | None, email: str
+) -> store.Booking:
+    """Reserve the seats and write the booking, or give the seats back if it was not
+    written. Run shielded from the request: one cancelled meanwhile (a shutdown past its
+    grace period) must neither leave seats taken with no booking nor give back the seats
+    of a booking whose COMMIT had gone out."""
     reservation = await _reserve(state, flight_id, seats)
 
     def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
@@ -67,24 +87,14 @@ async def create_booking(request: Request) -> Response:
         )
 
     try:
-        booking = await store.create_booking(
+        return await store.create_booking(
             state.database, flight_id=flight_id, user_id=user_id, seats=seats,
             total_cost=reservation.price * seats, idempotency_key=key,
             reservation_key=reservation.key, messages=messages,
         )
-    except store.KeyAlreadyUsed:
-        # A concurrent request with the same key booked first: answer with its booking.
-        await _give_back(state, reservation)
-        assert key is not None  # only a keyed booking raises KeyAlreadyUsed
-        earlier = await store.find_by_key(state.database, user_id, key)
-        if earlier is None:
-            raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None
-        return _replay(earlier, flight_id, seats)
-    except BaseException:
+    except BaseException:  # KeyAlreadyUsed too: the booking that won has its own seats
         await _give_back(state, reservation)
         raise
-    state.outbox_wakeup.set()
-    return ok(booking, "Successfully booked the seats")
 
 
 async def list_bookings(request: Request) -> Response:
