@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import socket
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
 import uvicorn
@@ -28,6 +28,11 @@ from airbourne.config import Config
 from airbourne.service import Service
 
 logger = logging.getLogger("airbourne")
+
+T = TypeVar("T")
+
+FINISH_SECONDS = 10.0
+"""How long `stop()` waits for work that must not be cut off halfway (see `finish`)."""
 
 
 class StartupError(Exception):
@@ -47,6 +52,7 @@ class Runtime:
         self._databases: dict[str, Database] = {}
         self._http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
+        self._finishing: set[asyncio.Task] = set()
 
     def runs(self, name: str) -> bool:
         """Whether service `name` runs in this process (so callers may call it directly)."""
@@ -67,6 +73,15 @@ class Runtime:
         task = asyncio.create_task(work(), name=name)
         task.add_done_callback(_log_crash)
         self._tasks.append(task)
+
+    def finish(self, work: Awaitable[T]) -> asyncio.Task[T]:
+        """Run `work` as a task that `stop()` waits for, up to `FINISH_SECONDS`, before it
+        closes anything: work that must not be cut off halfway, such as a booking between
+        taking its seats and committing, whose request may have stopped waiting for it."""
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return task
 
     async def start(self) -> None:
         await self.open_databases()
@@ -94,6 +109,8 @@ class Runtime:
             await db.migrate(self._databases[url], service.name, service.migrations)
 
     async def stop(self) -> None:
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=FINISH_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -82,14 +82,8 @@ async def test_a_booking_cancelled_mid_write_finishes_and_keeps_its_seats(
     database_url = None if parts == "sqlite" else request.getfixturevalue("mysql_url")
     async with booking_runtime(tmp_path, database_url) as (runtime, http):
         flight = await create_flight(runtime, capacity=10, price=100)
-        with _bookings_locked(runtime, tmp_path) as release:
-            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
-            headers = {"x-user-id": "1", "x-user-email": "u1@example.com"}
-            answer = asyncio.create_task(http.post("/api/v1/bookings", json=body, headers=headers))
-            for _ in range(500):  # the seats are taken; the booking's INSERT waits on the lock
-                if await free_seats(runtime, flight["id"]) == 7:
-                    break
-                await asyncio.sleep(0.01)
+        with _bookings_locked(runtime) as release:
+            answer = await _book_three_seats_stuck(runtime, http, flight)
             await asyncio.sleep(0.2)
             answer.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -105,8 +99,45 @@ async def test_a_booking_cancelled_mid_write_finishes_and_keeps_its_seats(
         assert await free_seats(runtime, flight["id"]) == 7
 
 
+@pytest.mark.parametrize("parts", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+async def test_a_stop_waits_for_a_booking_being_written(
+    tmp_path: Path, parts: str, request: pytest.FixtureRequest
+) -> None:
+    """Stopping the runtime (SIGTERM) while a booking waits to be written: the pools stay
+    open until it has committed, so it is neither cut off nor, cancelled as the event loop
+    closes, made to give back the seats of a booking that committed."""
+    database_url = None if parts == "sqlite" else request.getfixturevalue("mysql_url")
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        flight = await create_flight(runtime, capacity=10, price=100)
+        with _bookings_locked(runtime) as release:
+            answer = await _book_three_seats_stuck(runtime, http, flight)
+            stopping = asyncio.create_task(runtime.stop())
+            await asyncio.sleep(0.5)
+            assert not stopping.done()
+            release()
+            await stopping
+        assert answer.done() and (await answer).status_code == 200
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        made = await runtime.database("booking").fetch_all(sa.select(bookings.c.NoOfSeats))
+        assert [row[0] for row in made] == [3]
+        assert await free_seats(runtime, flight["id"]) == 7
+
+
+async def _book_three_seats_stuck(runtime, http, flight: dict) -> asyncio.Task:
+    """Start a booking of 3 seats on a flight of 10 while `_bookings_locked` holds: return
+    its request's task once the seats are taken and the booking's INSERT waits on the lock."""
+    body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
+    headers = {"x-user-id": "1", "x-user-email": "u1@example.com"}
+    answer = asyncio.create_task(http.post("/api/v1/bookings", json=body, headers=headers))
+    for _ in range(500):
+        if await free_seats(runtime, flight["id"]) == 7:
+            break
+        await asyncio.sleep(0.01)
+    return answer
+
+
 @contextlib.contextmanager
-def _bookings_locked(runtime, tmp_path: Path):
+def _bookings_locked(runtime):
     """Hold a lock that the booking's INSERT waits for (not the seat change): the bookings
     table on MariaDB, the booking service's own file on SQLite. Yields the release."""
     url = runtime.config.services["booking"].database_url

@@ -60,7 +60,9 @@ async def create_booking(request: Request) -> Response:
             return _replay(earlier, flight_id, seats)
     email = await _email(request, user_id)
     try:
-        booking = await asyncio.shield(_book(state, flight_id, user_id, seats, key, email))
+        booking = await asyncio.shield(
+            state.finish(_book(state, flight_id, user_id, seats, key, email))
+        )
     except store.KeyAlreadyUsed:
         # A concurrent request with the same key booked first: answer with its booking.
         assert key is not None  # only a keyed booking raises KeyAlreadyUsed
@@ -76,9 +78,10 @@ async def _book(
     state: State, flight_id: int, user_id: int, seats: int, key: str | None, email: str
 ) -> store.Booking:
     """Reserve the seats and write the booking, or give the seats back if it was not
-    written. Run shielded from the request: one cancelled meanwhile (a shutdown past its
-    grace period) must neither leave seats taken with no booking nor give back the seats
-    of a booking whose COMMIT had gone out."""
+    written. Run shielded from the request, and waited for by the runtime's stop
+    (`Runtime.finish`): a request cancelled meanwhile (a shutdown past uvicorn's grace
+    period) must neither leave seats taken with no booking nor give back the seats of a
+    booking whose COMMIT had gone out."""
     reservation = await _reserve(state, flight_id, seats)
 
     def messages(booking: store.Booking, now: datetime) -> list[outbox.OutboxMessage]:
@@ -255,6 +258,7 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers=exception_handlers,
     )
     app.state.database = runtime.database("booking")
+    app.state.finish = runtime.finish
     app.state.flights = flights_client(runtime)
     app.state.auth = auth_client(runtime)
     app.state.notifications = Notifications(
