@@ -1,13 +1,14 @@
 """Database handles and versioned migrations.
 
-Services use `databases.Database` with SQLAlchemy Core tables. Two things here make up for
+Services use `databases.Database` with SQLAlchemy Core tables. Three things here make up for
 gaps in `databases` 0.9:
 
 - Its SQLite backend opens a new aiosqlite connection (and so a new thread) for every
   acquire. `_PooledSQLite` keeps a few open instead, with the busy timeout and foreign keys
   set once per connection; the file runs in WAL mode so readers never wait for a writer.
 - Its SQLite transactions spend three trips to the connection's thread on each of BEGIN and
-  COMMIT; `transaction()` spends one (see there why trips count).
+  COMMIT; `transaction()` spends one (see there why trips count). It does not nest on
+  SQLite: inside one, use the connection directly.
 - Its `execute()` returns `lastrowid` when that is non-zero and `rowcount` otherwise, which
   inside a transaction is ambiguous. `rowcount()` runs a statement on the driver connection
   and returns the number of rows the statement matched (on MySQL too, by the FOUND_ROWS

@@ -199,8 +199,8 @@ async def _reserve(state: State, flight_id: int, seats: int) -> Reservation:
 
 
 async def _give_back(state: State, reservation: Reservation) -> None:
-    """Return the seats of a booking that was not written. Shielded, so a cancelled
-    request still returns them; left to the outbox if flights cannot take them now."""
+    """Return the seats of a booking that was not written; left to the outbox if flights
+    cannot take them now."""
     flight_id, seats, key = reservation.flight_id, reservation.seats, reservation.key
     flights = state.flights
     try:
