@@ -172,6 +172,26 @@ async def test_seats_come_back_after_a_flights_outage(tmp_path: Path, database_u
             assert await free_seats(runtime, flight["id"]) == 15
 
 
+async def test_seats_come_back_while_notifications_wait_for_the_broker(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Seat releases and notifications are relayed apart: a release does not wait for
+    publishes the broker has not confirmed (the memory broker, with no consumer, waits
+    `confirm_seconds` before it refuses them)."""
+    async with booking_runtime(tmp_path, database_url) as (runtime, http):
+        flight = await create_flight(runtime, capacity=20, departure=DEPARTURE)
+        booking = await book(http, flight["id"], 3, 1)
+        answer = await http.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=user(1))
+        assert answer.status_code == 200
+        await eventually(lambda: _free_seats_are(runtime, flight["id"], 20), seconds=3)
+        unsent = [row["kind"] for row in await outbox_rows(runtime) if row["sentAt"] is None]
+        assert unsent and "release_seats" not in unsent  # the notifications still wait
+
+
+async def _free_seats_are(runtime: Runtime, flight_id: int, seats: int) -> bool:
+    return await free_seats(runtime, flight_id) == seats
+
+
 @pytest.mark.parametrize("split", [False, True], ids=["in-process", "over-http"])
 async def test_a_release_done_again_gives_the_seats_back_once(
     tmp_path: Path, database_url: str, split: bool

@@ -70,7 +70,7 @@ async def create_booking(request: Request) -> Response:
         if earlier is None:
             raise conflict(f"a booking with {IDEMPOTENCY_HEADER} {key} is being made") from None
         return _replay(earlier, flight_id, seats)
-    state.outbox_wakeup.set()
+    state.outbox_wakeup.set(outbox.PUBLISH)
     return ok(booking, "Successfully booked the seats")
 
 
@@ -230,7 +230,7 @@ async def _release_later(state: State, flight_id: int, seats: int, key: str) -> 
             " the outbox", seats, flight_id, key,
         )
         return
-    state.outbox_wakeup.set()
+    state.outbox_wakeup.set(outbox.RELEASE)
 
 
 def _replay(earlier: store.Booking, flight_id: int, seats: int) -> Response:
@@ -265,5 +265,5 @@ def create_app(runtime: Runtime) -> Starlette:
         routing_key=runtime.config["broker"]["reminder_binding_key"],
         reminder_lead=timedelta(hours=settings["reminder_before_departure_hours"]),
     )
-    app.state.outbox_wakeup = asyncio.Event()  # set after each commit that wrote outbox rows
+    app.state.outbox_wakeup = outbox.Wakeup()  # set after each commit that wrote outbox rows
     return app

@@ -87,42 +87,61 @@ async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime
     await db.run_many(conn, db.insert_sql(outbox, tuple(rows[0])), rows)
 
 
+class Wakeup:
+    """Wakes the relay's lanes after a commit that wrote outbox rows: `set()` all of them,
+    `set(PUBLISH)` only the one with work (a booking writes no seat release)."""
+
+    def __init__(self) -> None:
+        self.lanes = {PUBLISH: asyncio.Event(), RELEASE: asyncio.Event()}
+
+    def set(self, *lanes: str) -> None:
+        for lane in lanes or self.lanes:
+            self.lanes[lane].set()
+
+
 async def relay(runtime: Runtime) -> None:
-    """Carry out unsent rows until cancelled. Wakes when a booking sets the app's
-    `outbox_wakeup` event, or every `outbox_interval_seconds` to pick up rows left over."""
-    state = runtime.apps["booking"].state
-    interval = runtime.config["booking"]["outbox_interval_seconds"]
-    queue = runtime.config["broker"]["notification_queue"]
-    binding_key = runtime.config["broker"]["reminder_binding_key"]
-    backoffs = {PUBLISH: Backoff(interval), RELEASE: Backoff(interval)}
-    declared: Broker | None = None
+    """Carry out unsent rows until cancelled, each lane in its own loop: a release must not
+    wait for publishes the broker has not yet confirmed (the memory broker confirms once the
+    reminder has handled a message), nor notifications for an unreachable flights service."""
     if runtime.config["broker"]["url"].startswith("memory:") and not runtime.runs("reminder"):
         logger.warning(
             "outbox: the memory broker delivers only within this process, and the reminder"
             " does not run here: notifications stay in the outbox until it does (or use"
             " RabbitMQ, broker.url)"
         )
+    async with asyncio.TaskGroup() as lanes:
+        lanes.create_task(_relay_lane(runtime, PUBLISH))
+        lanes.create_task(_relay_lane(runtime, RELEASE))
+
+
+async def _relay_lane(runtime: Runtime, lane: str) -> None:
+    """Relay the rows of `lane` in batches. Wakes when a commit sets the app's
+    `outbox_wakeup`, or every `outbox_interval_seconds` to pick up rows left over."""
+    state = runtime.apps["booking"].state
+    wakeup: asyncio.Event = state.outbox_wakeup.lanes[lane]
+    interval = runtime.config["booking"]["outbox_interval_seconds"]
+    queue = runtime.config["broker"]["notification_queue"]
+    binding_key = runtime.config["broker"]["reminder_binding_key"]
+    backoff = Backoff(interval)
+    declared: Broker | None = None
     while True:
-        state.outbox_wakeup.clear()
-        ready = {lane for lane, backoff in backoffs.items() if backoff.ready()}
+        wakeup.clear()
         more = False
-        if ready:
+        if backoff.ready():
             broker = runtime.broker
             try:
-                if broker is not declared:
+                if lane == PUBLISH and broker is not declared:
                     # Keep messages published before the reminder ever subscribed.
                     await broker.declare(queue, binding_key)
                     declared = broker
-                taken, failed = await relay_batch(state.database, broker, state.flights, ready)
+                taken, failed = await relay_batch(state.database, broker, state.flights, {lane})
             except Exception:
-                logger.exception("outbox: relay step failed")
-                taken, failed = 0, ready
-            for lane in ready:
-                backoffs[lane].record(failed=lane in failed)
+                logger.exception("outbox: relay step failed (%s)", lane)
+                taken, failed = 0, {lane}
+            backoff.record(failed=bool(failed))
             more = taken == BATCH_SIZE and not failed
         if not more:
-            pause = min([interval, *(b.remaining() for b in backoffs.values() if not b.ready())])
-            await _nap(state.outbox_wakeup, pause)
+            await _nap(wakeup, interval if backoff.ready() else min(interval, backoff.remaining()))
 
 
 async def relay_batch(
