@@ -153,6 +153,26 @@ IntegrityErrors = (sqlite3.IntegrityError, pymysql.err.IntegrityError)
 foreign key): `except db.IntegrityErrors` turns it into a 409 or 404 at the source."""
 
 
+class CommitUnknown(Exception):
+    """The COMMIT went out but no answer came back (the connection to MySQL broke): the
+    transaction may have been committed or not, and only a fresh connection can tell."""
+
+
+_MYSQL_UNREACHABLE = {2003, 2006, 2013, 2055}  # cannot connect, gone away, lost mid-query
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached or is too busy for now, so the
+    request may succeed if tried again (a 503), rather than that a statement is wrong."""
+    if isinstance(exc, CommitUnknown):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError):
+        return bool(exc.args) and exc.args[0] in _MYSQL_UNREACHABLE
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database is locked" in str(exc)
+    return False
+
+
 SQLITE_CONNECTIONS = 1
 """Connections per SQLite file in one process: see `_PooledSQLite`."""
 
@@ -251,27 +271,40 @@ async def run(conn: Connection, sql: str, values: Mapping[str, Any]) -> Outcome:
 
 @contextlib.asynccontextmanager
 async def transaction(conn: Connection) -> AsyncIterator[None]:
-    """A transaction on `conn`, committed on success and rolled back on any error.
+    """A transaction on `conn`, committed on success and rolled back on any error. A COMMIT
+    on MySQL that fails raises `CommitUnknown`. Not nestable.
 
     On SQLite each aiosqlite call is a trip to the connection's own thread and back to the
     event loop, and the file's one connection (see `_PooledSQLite`) is held across all of
     them: under load every trip waits a turn of a busy loop, so the trips a booking makes
     bound how many bookings a second the file takes. `databases` spends three trips on each
-    of BEGIN and COMMIT (execute, close, close again); this spends one.
+    of BEGIN and COMMIT (execute, close, close again); this spends one. On MySQL this goes
+    to the driver too: `databases` 0.9 never hands back to the pool a connection whose
+    COMMIT or ROLLBACK raised, so each connection lost at that moment shrank the pool for
+    good, until requests waited for ever for a connection.
     """
     raw = conn.raw_connection
-    if not isinstance(raw, aiosqlite.Connection):
-        async with conn.transaction():
+    if isinstance(raw, aiosqlite.Connection):
+        await raw.execute("BEGIN")
+        try:
             yield
+        except BaseException:
+            if raw.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
+                await raw.execute("ROLLBACK")
+            raise
+        await raw.execute("COMMIT")  # a local file: if this raises, nothing was committed
         return
-    await raw.execute("BEGIN")
+    await raw.begin()
     try:
         yield
     except BaseException:
-        if raw.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
-            await raw.execute("ROLLBACK")
+        with contextlib.suppress(Exception):  # a broken connection: the error is the news
+            await raw.rollback()
         raise
-    await raw.execute("COMMIT")
+    try:
+        await raw.commit()
+    except Exception as exc:
+        raise CommitUnknown(f"no answer to COMMIT: {exc}") from exc
 
 
 async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:

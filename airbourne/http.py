@@ -16,9 +16,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from airbourne import db
+
 logger = logging.getLogger("airbourne.http")
 
 MAX_BODY_BYTES = 64 * 1024
+RETRY_SOON = {"Retry-After": "1"}
 
 
 class ApiError(Exception):
@@ -117,6 +120,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, db.CommitUnknown):
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
+        return failure(503, "the database did not confirm the change, which may have been"
+                       " made: try again", headers=RETRY_SOON)
+    if db.unavailable(exc):
+        logger.error("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return failure(503, "the database is unavailable: try again", headers=RETRY_SOON)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return failure(500, "internal error: the request was not completed")
 

@@ -24,6 +24,7 @@ from airbourne.clients.errors import ServiceUnavailable
 from airbourne.clients.flights import FlightNotFound, NotEnoughSeats, Reservation, flights_client
 from airbourne.http import (
     JSON,
+    RETRY_SOON,
     ApiError,
     conflict,
     exception_handlers,
@@ -44,6 +45,8 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_SEATS = 1000
 PAGE = 50
 MAX_PAGE = 500
+WRITTEN_PAUSES = (0.0, 0.2, 0.5, 1.0, 2.0, 4.0)
+"""Pauses before each look at whether a booking whose COMMIT got no answer was written."""
 
 
 async def create_booking(request: Request) -> Response:
@@ -95,9 +98,41 @@ async def _book(
             total_cost=reservation.price * seats, idempotency_key=key,
             reservation_key=reservation.key, messages=messages,
         )
+    except store.MaybeWritten as unknown:
+        written = await _written(state, unknown.booking)
+        if written:
+            return unknown.booking
+        if written is None:
+            logger.error(
+                "booking %d (%d seats of flight %d): no answer to its COMMIT and the database"
+                " cannot be asked whether it was written; its seats stay taken",
+                unknown.booking["id"], seats, flight_id,
+            )
+            raise ApiError(
+                503, "the database did not confirm the booking and cannot be reached to"
+                " check: it may have been made. Retry with the same Idempotency-Key, or list"
+                " your bookings before booking again", headers=RETRY_SOON,
+            ) from None
+        await _give_back(state, reservation)
+        raise ApiError(
+            503, "the connection to the database broke: the booking was not made and its"
+            " seats are free again; try again", headers=RETRY_SOON,
+        ) from None
     except BaseException:  # KeyAlreadyUsed too: the booking that won has its own seats
         await _give_back(state, reservation)
         raise
+
+
+async def _written(state: State, booking: store.Booking) -> bool | None:
+    """Whether a booking whose COMMIT got no answer was written, asking on a new connection
+    for a few seconds (within the runtime's `FINISH_SECONDS`); None if no answer came."""
+    for pause in WRITTEN_PAUSES:
+        await asyncio.sleep(pause)
+        try:
+            return await store.was_written(state.database, booking)
+        except Exception as exc:
+            logger.warning("booking %d: cannot check it was written: %s", booking["id"], exc)
+    return None
 
 
 async def list_bookings(request: Request) -> Response:

@@ -28,6 +28,15 @@ class KeyAlreadyUsed(Exception):
     """Another booking of the same user has this idempotency key."""
 
 
+class MaybeWritten(Exception):
+    """The booking's COMMIT got no answer: `booking` (with the id it was given) may have
+    been written or not. `was_written` tells, once the database answers."""
+
+    def __init__(self, booking: Booking) -> None:
+        super().__init__(f"booking {booking['id']}: no answer to its COMMIT")
+        self.booking = booking
+
+
 async def create_booking(
     database: Database,
     *,
@@ -60,7 +69,23 @@ async def create_booking(
             if idempotency_key is None:
                 raise  # not a key clash: the caller gives the seats back as for any failure
             raise KeyAlreadyUsed(idempotency_key) from None
+        except db.CommitUnknown as exc:
+            raise MaybeWritten(booking) from exc
     return booking
+
+
+async def was_written(database: Database, booking: Booking) -> bool:
+    """Whether `booking`, whose COMMIT got no answer, is in the table. Its id settles it:
+    InnoDB does not give an id out twice, even that of a transaction rolled back (MariaDB
+    keeps the counter across restarts since 10.2.4)."""
+    row = await database.fetch_one(
+        sa.select(bookings.c.flightId, bookings.c.userId, bookings.c.NoOfSeats)
+        .where(bookings.c.id == booking["id"])
+    )
+    return row is not None and db.as_dict(row) == {
+        "flightId": booking["flightId"], "userId": booking["userId"],
+        "NoOfSeats": booking["NoOfSeats"],
+    }
 
 
 async def get_booking(database: Database, booking_id: int) -> Booking | None:

@@ -1,0 +1,96 @@
+"""A TCP relay in front of MariaDB that can cut a connection at its next COMMIT, the way a
+network failure or a server failover does: after the server has committed and answered
+(the client never learns that it committed), or before the COMMIT reaches the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator, Awaitable
+from urllib.parse import urlsplit, urlunsplit
+
+COMMIT = b"\x03COMMIT"  # COM_QUERY "COMMIT", as drivers send it after the packet header
+
+
+class CommitCutter:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.cut = 0
+        """Connections cut so far."""
+        self._armed: bool | None = None  # None: relay everything; else cut after the answer?
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task] = set()
+
+    def cut_next_commit(self, *, answered: bool) -> None:
+        """Cut the connection that sends the next COMMIT: once the server has answered it
+        (`answered`, so it committed), or before passing it on (so it did not)."""
+        self._armed = answered
+
+    def url(self, mysql_url: str) -> str:
+        """`mysql_url` with its host and port replaced by the relay's."""
+        parts = urlsplit(mysql_url)
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@127.0.0.1:{self.listening}" if user else f"127.0.0.1:{self.listening}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    @property
+    def listening(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(self.host, self.port)
+        swallow = asyncio.Event()  # the server's next answer is not passed on
+
+        def close() -> None:
+            client_w.close()
+            server_w.close()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self._armed is not None and COMMIT in data:
+                    answered, self._armed = self._armed, None
+                    self.cut += 1
+                    if not answered:
+                        return
+                    swallow.set()
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if swallow.is_set():
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        async def pumped(pump: Awaitable[None]) -> None:
+            try:
+                await pump
+            except ConnectionError:  # a side that went away: close the other too
+                pass
+            finally:
+                close()
+
+        for pump in (pumped(upstream()), pumped(downstream())):
+            task = asyncio.ensure_future(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CommitCutter]:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        try:
+            yield self
+        finally:
+            self._server.close()
+            for task in list(self._pumps):
+                task.cancel()
+            await asyncio.gather(*self._pumps, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def commit_cutter(mysql_url: str) -> AsyncIterator[CommitCutter]:
+    parts = urlsplit(mysql_url)
+    async with CommitCutter(parts.hostname or "127.0.0.1", parts.port or 3306).running() as cutter:
+        yield cutter
