@@ -233,6 +233,35 @@ async def test_tickets_sent_or_cancelled_long_ago_are_deleted_and_no_others(runt
     assert await store.prune_tickets(database, cutoff, batch=1) == 0
 
 
+async def test_deleting_old_tickets_reads_each_row_about_once(tmp_path, mysql_url):
+    """Reminders of far departures wait, PENDING, among old sent tickets, and a deletion
+    takes many rounds. Each round starts where the last one stopped, so the rows are read
+    about once per deletion, not once per round. MariaDB counts the rows its handlers read
+    per connection (`Handler_read_%`): starting every round from the first id, or from the
+    status index, read about 107,000 here (now about 7,200)."""
+    async with started(make_config(tmp_path, mysql_url), [reminder.SERVICE]) as runtime:
+        database = runtime.database("reminder")
+        fields = {"subject": "Soon", "content": "Your flight.", "recepientEmail": "ada@example.com",
+                  "status": "PENDING", "notificationTime": db.utcnow() + timedelta(days=300)}
+        await store.create_tickets(database, [(fields, None)] * 500)
+        sent = {**fields, "subject": "Sent", "status": "SUCCESS"}
+        await store.create_tickets(database, [(sent, None)] * 2000)
+        await database.execute("ANALYZE TABLE tickets")
+
+        async with database.connection() as conn:  # prune_tickets takes this one too
+
+            async def read() -> int:
+                rows = await conn.fetch_all("SHOW SESSION STATUS LIKE 'Handler_read_%'")
+                return sum(int(row[1]) for row in rows)
+
+            before = await read()
+            deleted = await store.prune_tickets(database, db.utcnow() + timedelta(days=1), 20)
+            count = await read() - before
+
+        assert deleted == 2000
+        assert count < 20_000, f"deleting read {count} rows"
+
+
 async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
     tmp_path, database_url, smtp
 ):
