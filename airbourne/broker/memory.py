@@ -14,8 +14,8 @@ nothing when the process stops or dies with messages still queued: they were nev
 confirmed, and it publishes them again. A message not handled within `confirm_seconds` (no
 consumer, or one that keeps failing) is withdrawn: it stays queued but consumers skip it
 (a handler already running finishes), and `publish` raises `BrokerUnavailable`, as when
-RabbitMQ does not confirm. Delivery stays at least once: a
-message handled just as its publisher gave up comes again, and handlers are idempotent.
+RabbitMQ does not confirm. Delivery stays at least once: a message handled just as its
+publisher gave up comes again, and handlers are idempotent.
 
 Tests simulate an outage with `set_available(False)`: `publish` then raises
 `BrokerUnavailable`, `connected` is False and consumers take no new messages (queued ones
@@ -41,7 +41,7 @@ class Delivery:
     """A message in one queue, and the future its publisher waits on. The future is done
     once the message is handled there; done before that (cancelled when the publisher gave
     up, failed when the broker closed), the message is withdrawn: consumers skip it, and a
-handler already running finishes but does not queue it again."""
+    handler already running finishes but does not queue it again."""
 
     message: Message
     handled: asyncio.Future[None]
