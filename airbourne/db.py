@@ -284,7 +284,11 @@ async def transaction(conn: Connection) -> AsyncIterator[None]:
     good, until requests waited for ever for a connection.
     """
     raw = conn.raw_connection
-    if isinstance(raw, aiosqlite.Connection):
+    sqlite = isinstance(raw, aiosqlite.Connection)
+    if raw.in_transaction if sqlite else raw.get_transaction_status():
+        # A second BEGIN would fail on SQLite, and on MySQL silently commit the first.
+        raise RuntimeError("db.transaction does not nest: this connection is in one already")
+    if sqlite:
         await raw.execute("BEGIN")
         try:
             yield

@@ -86,6 +86,11 @@ async def free_seats(runtime: Runtime, flight_id: int) -> int:
         return answer.json()["data"]["totalSeats"]
 
 
+async def free_seats_are(runtime: Runtime, flight_id: int, seats: int) -> bool:
+    """For `eventually`: whether the flight has exactly `seats` free."""
+    return await free_seats(runtime, flight_id) == seats
+
+
 async def outbox_rows(runtime: Runtime) -> list[dict]:
     rows = await runtime.database("booking").fetch_all(sa.select(outbox).order_by(outbox.c.id))
     return [dict(row._mapping) for row in rows]

@@ -78,3 +78,14 @@ async def test_an_error_after_the_database_ended_the_transaction_is_the_one_rais
                 await db.run(conn, "ROLLBACK", {})  # as the database does
                 raise RuntimeError("the error that matters")
     assert await ids(database) == []
+
+
+async def test_a_transaction_inside_another_is_refused(database) -> None:
+    """On MySQL a second BEGIN would commit the first transaction's statements at once."""
+    async with database.connection() as conn:
+        with pytest.raises(RuntimeError, match="does not nest"):
+            async with db.transaction(conn):
+                await db.run(conn, INSERT, {"id": "a", "now": db.utcnow()})
+                async with db.transaction(conn):
+                    await db.run(conn, INSERT, {"id": "b", "now": db.utcnow()})
+    assert await ids(database) == []

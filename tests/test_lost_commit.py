@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from airbourne.services.booking.schema import bookings
-from booking_support import booking_runtime, create_flight, free_seats
+from booking_support import (
+    booking_runtime, create_flight, eventually, free_seats, free_seats_are,
+)
 from commit_cutter import commit_cutter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mysql]
@@ -86,10 +88,7 @@ async def test_a_cancellation_whose_commit_answer_is_lost_can_be_sent_again(
             assert first.headers["retry-after"] == "1"
             again = await http.post(cancel, headers=_USER_1)
             assert again.status_code == 200 and again.json()["data"]["status"] == "Cancelled"
-            for _ in range(500):
-                if await free_seats(runtime, flight["id"]) == 10:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: free_seats_are(runtime, flight["id"], 10))
             await asyncio.sleep(0.3)  # time for a second release, were there one
             assert await free_seats(runtime, flight["id"]) == 10
             assert cutter.cut == 1

@@ -3,7 +3,6 @@ new one, built as the table is defined now, passes the step by."""
 
 from __future__ import annotations
 
-
 import sqlalchemy as sa
 import pytest
 

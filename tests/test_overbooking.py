@@ -19,7 +19,9 @@ from airbourne.services import flights, gateway
 from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking.schema import bookings
 from airbourne.tokens import Tokens, load_secret
-from booking_support import booking_runtime, create_flight, free_seats
+from booking_support import (
+    booking_runtime, create_flight, eventually, free_seats, free_seats_are,
+)
 from support import client
 
 pytestmark = pytest.mark.anyio
@@ -90,10 +92,11 @@ async def test_a_booking_cancelled_mid_write_finishes_and_keeps_its_seats(
                 await answer
             release()
         database = runtime.database("booking")
-        for _ in range(500):
-            if await database.fetch_all(sa.select(bookings.c.id)):
-                break
-            await asyncio.sleep(0.01)
+
+        async def written() -> bool:
+            return bool(await database.fetch_all(sa.select(bookings.c.id)))
+
+        await eventually(written)
         made = await database.fetch_all(sa.select(bookings.c.NoOfSeats))
         assert [row[0] for row in made] == [3]
         assert await free_seats(runtime, flight["id"]) == 7
@@ -129,10 +132,7 @@ async def _book_three_seats_stuck(runtime, http, flight: dict) -> asyncio.Task:
     body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
     headers = {"x-user-id": "1", "x-user-email": "u1@example.com"}
     answer = asyncio.create_task(http.post("/api/v1/bookings", json=body, headers=headers))
-    for _ in range(500):
-        if await free_seats(runtime, flight["id"]) == 7:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: free_seats_are(runtime, flight["id"], 7))
     return answer
 
 

@@ -3,9 +3,9 @@
 One direct exchange routes a message to every queue bound with its routing key; a queue
 keeps its messages until a consumer takes them, so a message published before anyone
 subscribes is delivered when a consumer comes, as long as the queue was declared (and the
-publisher still waits: see below). A message with no bound
-queue is refused ("unroutable"). A handler that fails gets the message again after a pause;
-one that raises `Reject` sends it to `dead_letters(queue)`.
+publisher still waits: see below). A message with no bound queue is refused ("unroutable").
+A handler that fails gets the message again after a pause; one that raises `Reject` sends it
+to `dead_letters(queue)`.
 
 Nothing is kept outside process memory, so `publish` confirms a message only once it has
 been handled: the consumer of every queue it was routed to returned (or rejected it). A
@@ -181,4 +181,3 @@ class MemoryBroker:
             elif not delivery.withdrawn:
                 again = dataclasses.replace(delivery.message, redelivered=True)
                 self._queues[queue].put_nowait(Delivery(again, delivery.handled))
-
