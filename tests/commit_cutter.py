@@ -1,6 +1,7 @@
 """A TCP relay in front of MariaDB that can cut a connection at its next COMMIT, the way a
 network failure or a server failover does: after the server has committed and answered
-(the client never learns that it committed), or before the COMMIT reaches the server."""
+(the client never learns that it committed), or before the COMMIT reaches the server. It
+also records every query the clients send, one per trip to the server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import contextlib
 from typing import AsyncIterator, Awaitable
 from urllib.parse import urlsplit, urlunsplit
 
-COMMIT = b"\x03COMMIT"  # COM_QUERY "COMMIT", as drivers send it after the packet header
+COM_QUERY = 3
 
 
 class CommitCutter:
@@ -17,6 +18,9 @@ class CommitCutter:
         self.host, self.port = host, port
         self.cut = 0
         """Connections cut so far."""
+        self.queries: list[str] = []
+        """The text of every query sent through the relay, in order (statements sent in one
+        query, separated by `;`, are one entry)."""
         self._armed: bool | None = None  # None: relay everything; else cut after the answer?
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task] = set()
@@ -47,8 +51,12 @@ class CommitCutter:
             server_w.close()
 
         async def upstream() -> None:
+            packets = bytearray()
             while data := await client_r.read(65536):
-                if self._armed is not None and COMMIT in data:
+                packets += data
+                queries = _take_queries(packets)
+                self.queries += queries
+                if self._armed is not None and any(q.endswith("COMMIT") for q in queries):
                     answered, self._armed = self._armed, None
                     self.cut += 1
                     if not answered:
@@ -94,3 +102,18 @@ async def commit_cutter(mysql_url: str) -> AsyncIterator[CommitCutter]:
     parts = urlsplit(mysql_url)
     async with CommitCutter(parts.hostname or "127.0.0.1", parts.port or 3306).running() as cutter:
         yield cutter
+
+
+def _take_queries(packets: bytearray) -> list[str]:
+    """Remove the whole MySQL packets at the start of `packets`; the text of the queries
+    among them (a command is a packet numbered 0; a query's first byte is COM_QUERY)."""
+    queries = []
+    while len(packets) >= 4:
+        length = int.from_bytes(packets[:3], "little")
+        if len(packets) < 4 + length:
+            break
+        number, payload = packets[3], bytes(packets[4 : 4 + length])
+        del packets[: 4 + length]
+        if number == 0 and payload[:1] == bytes([COM_QUERY]):
+            queries.append(payload[1:].decode("utf-8", "replace"))
+    return queries

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import pytest
 
 from airbourne import db
-from airbourne.services.booking.schema import MIGRATIONS
+from airbourne.services.booking.schema import MIGRATIONS, outbox
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +90,51 @@ async def test_a_transaction_inside_another_is_refused(database) -> None:
                 async with db.transaction(conn):
                     await db.run(conn, INSERT, {"id": "b", "now": db.utcnow()})
     assert await ids(database) == []
+
+
+ROW = {"kind": "test", "routingKey": "", "body": "{}", "attempts": 0}
+
+
+async def test_inserted_rows_commit_with_the_transaction_and_roll_back_with_it(database) -> None:
+    """`Transaction.insert` holds its rows back on MySQL until the next statement or the
+    COMMIT; they are in the transaction all the same."""
+    now = db.utcnow()
+    async with database.connection() as conn:
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            async with db.transaction(conn) as tx:
+                await tx.insert(outbox, [{"messageId": "a", **ROW, "createdAt": now}])
+                raise RuntimeError("changed my mind")
+        async with db.transaction(conn) as tx:
+            await tx.insert(outbox, [{"messageId": m, **ROW, "createdAt": now} for m in "bc"])
+            # a statement inside the transaction sees them: they go first
+            seen = await db.fetch_all(conn, "SELECT messageId FROM outbox ORDER BY id", {})
+            assert [row["messageId"] for row in seen] == ["b", "c"]
+            await tx.insert(outbox, [{"messageId": "d", **ROW, "createdAt": now}])
+    assert await ids(database) == ["b", "c", "d"]
+
+
+async def test_inserted_rows_that_fail_at_commit_roll_everything_back(database) -> None:
+    """A duplicate held back until the COMMIT: the server refused it before committing, so
+    this is an integrity error, not a COMMIT of unknown outcome, and nothing is written."""
+    now = db.utcnow()
+    async with database.connection() as conn:
+        with pytest.raises(db.IntegrityErrors):
+            async with db.transaction(conn) as tx:
+                await db.run(conn, INSERT, {"id": "a", "now": now})
+                await tx.insert(outbox, [{"messageId": "a", **ROW, "createdAt": now}])
+        async with db.transaction(conn):
+            await db.run(conn, INSERT, {"id": "b", "now": now})
+    assert await ids(database) == ["b"]
+
+
+async def test_run_then_fetch_reads_what_the_statement_left(database) -> None:
+    async with database.connection() as conn:
+        await db.run(conn, INSERT, {"id": "a", "now": db.utcnow()})
+        outcome, rows = await db.run_then_fetch(
+            conn, "UPDATE outbox SET attempts = attempts + 2 WHERE messageId = :id",
+            "SELECT messageId, attempts, createdAt FROM outbox WHERE messageId = :id",
+            {"id": "a"}, times=("createdAt",),
+        )
+    assert outcome.rowcount == 1
+    assert [(row["messageId"], row["attempts"]) for row in rows] == [("a", 2)]
+    assert isinstance(rows[0]["createdAt"], datetime)

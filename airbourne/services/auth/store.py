@@ -15,19 +15,21 @@ from airbourne.services.auth.schema import NEW_USER_ROLE, roles, user_roles, use
 async def create_user(database: Database, email: str, password_hash: str) -> dict[str, Any]:
     """Insert a user with the new-user role; a taken email is a 409."""
     now = db.utcnow()
+    row = {"email": email, "password": password_hash, "createdAt": now, "updatedAt": now}
     async with database.connection() as conn:
         async with db.transaction(conn):
             try:
-                user_id = await conn.execute(
-                    users.insert().values(
-                        email=email, password=password_hash, createdAt=now, updatedAt=now
-                    )
-                )
+                user_id = (await db.run(conn, db.insert_sql(users, tuple(row)), row)).lastrowid
             except db.IntegrityErrors:
                 raise conflict(f"a user with email {email} already exists") from None
-            role = sa.select(sa.literal(user_id), roles.c.id).where(roles.c.name == NEW_USER_ROLE)
-            await conn.execute(user_roles.insert().from_select(["userId", "roleId"], role))
+            await db.run(conn, _GRANT_NEW_USER_ROLE, {"user": user_id, "role": NEW_USER_ROLE})
     return {"id": user_id, "email": email, "createdAt": db.iso(now), "updatedAt": db.iso(now)}
+
+
+_GRANT_NEW_USER_ROLE = (
+    f"INSERT INTO {user_roles.name} (userId, roleId)"
+    f" SELECT :user, id FROM {roles.name} WHERE name = :role"
+)
 
 
 async def find_credentials(database: Database, email: str) -> tuple[int, str] | None:

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from databases import Database
-from databases.core import Connection
 
 from airbourne.broker import Broker, BrokerUnavailable
 from airbourne.clients.errors import ServiceUnavailable
@@ -69,10 +68,9 @@ def release_seats(flight_id: int, seats: int, key: str | None = None) -> OutboxM
     return OutboxMessage(RELEASE_SEATS, routing_key="", body=dumps(release).decode())
 
 
-async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
-    """Insert `messages` with one statement, on `conn` (inside the caller's transaction)."""
-    if not messages:
-        return
+async def add(tx: db.Transaction, messages: Sequence[OutboxMessage], now: datetime) -> None:
+    """Insert `messages` with one statement, in the caller's transaction (on MySQL with its
+    next statement or its COMMIT)."""
     rows = [
         {
             "messageId": uuid.uuid4().hex,
@@ -84,7 +82,7 @@ async def add(conn: Connection, messages: Sequence[OutboxMessage], now: datetime
         }
         for message in messages
     ]
-    await db.run_many(conn, db.insert_sql(outbox, tuple(rows[0])), rows)
+    await tx.insert(outbox, rows)
 
 
 class Wakeup:

@@ -61,10 +61,10 @@ async def create_booking(
     stamp = db.iso(now)
     async with database.connection() as conn:
         try:
-            async with db.transaction(conn):
+            async with db.transaction(conn) as tx:
                 booking_id = (await db.run(conn, db.insert_sql(bookings, tuple(row)), row)).lastrowid
                 booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
-                await outbox.add(conn, messages(booking, now), now)
+                await outbox.add(tx, messages(booking, now), now)
         except db.IntegrityErrors:
             if idempotency_key is None:
                 raise  # not a key clash: the caller gives the seats back as for any failure
@@ -114,6 +114,12 @@ async def list_bookings(
     return [db.as_dict(row) for row in rows]
 
 
+_READ_FOR_CANCEL = (
+    f"SELECT {', '.join(column.name for column in RECORD)}, reservationKey"
+    f" FROM {bookings.name} WHERE id = :id"
+)
+
+
 async def cancel_booking(
     database: Database, booking_id: int, messages: Messages
 ) -> Booking | None:
@@ -122,21 +128,21 @@ async def cancel_booking(
     `messages` is given the booking with its `reservationKey`; the answer has none."""
     now = db.utcnow()
     async with database.connection() as conn:
-        async with db.transaction(conn):
+        async with db.transaction(conn) as tx:
             changed = await db.rowcount(
                 conn,
                 "UPDATE bookings SET status = :cancelled, updatedAt = :now"
                 " WHERE id = :id AND status = :booked",
                 {"cancelled": CANCELLED, "booked": BOOKED, "now": now, "id": booking_id},
             )
-            row = await conn.fetch_one(
-                sa.select(*RECORD, bookings.c.reservationKey).where(bookings.c.id == booking_id)
+            row = await db.fetch_one(
+                conn, _READ_FOR_CANCEL, {"id": booking_id}, ("createdAt", "updatedAt")
             )
             if row is None:
                 return None
-            booking = db.as_dict(row)
+            booking = db.jsonable(row)
             if changed:
-                await outbox.add(conn, messages(booking, now), now)
+                await outbox.add(tx, messages(booking, now), now)
     del booking["reservationKey"]
     return booking
 
@@ -145,6 +151,6 @@ async def add_messages(database: Database, messages: Sequence[OutboxMessage]) ->
     """Write outbox rows on their own: work owed with no booking change to go with it."""
     now = db.utcnow()
     async with database.connection() as conn:
-        async with db.transaction(conn):
-            await outbox.add(conn, messages, now)
+        async with db.transaction(conn) as tx:
+            await outbox.add(tx, messages, now)
 

@@ -417,13 +417,14 @@ async def _change_seats(
             flight = await db.fetch_one(conn, update, values, times)
             if flight is not None:
                 return True, flight
-        else:
-            outcome = await db.run(conn, update, values)
+        else:  # the UPDATE and the read of the flight in one trip
+            outcome, rows = await db.run_then_fetch(conn, update, _SEATS_READ, values, times)
+            flight = rows[0] if rows else None
             if outcome.rowcount == 1:
-                flight = await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
                 if flight is not None:
-                    flight["totalSeats"] = outcome.lastrowid
+                    flight["totalSeats"] = outcome.lastrowid  # what this UPDATE left
                 return True, flight
+            return False, flight
         return False, await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
 
 
