@@ -51,7 +51,7 @@ class Runtime:
         self.apps: dict[str, Starlette] = {}
         self._databases: dict[str, Database] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         self._finishing: set[asyncio.Task] = set()
 
     def runs(self, name: str) -> bool:
@@ -69,10 +69,12 @@ class Runtime:
         return self._http
 
     def spawn(self, name: str, work: Callable[[], Awaitable[Any]]) -> None:
-        """Run `work` in the background until shutdown; a crash is logged, not silent."""
+        """Run `work` in the background until it ends or shutdown cancels it; a crash is
+        logged, not silent."""
         task = asyncio.create_task(work(), name=name)
         task.add_done_callback(_log_crash)
-        self._tasks.append(task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def finish(self, work: Awaitable[T]) -> asyncio.Task[T]:
         """Run `work` as a task that `stop()` waits for, up to `FINISH_SECONDS`, before it
@@ -111,10 +113,10 @@ class Runtime:
     async def stop(self) -> None:
         if self._finishing:
             await asyncio.wait(set(self._finishing), timeout=FINISH_SECONDS)
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.broker.close()
         if self._http is not None:
             await self._http.close()

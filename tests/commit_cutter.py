@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Awaitable
+from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 COM_QUERY = 3
@@ -22,13 +22,32 @@ class CommitCutter:
         """The text of every query sent through the relay, in order (statements sent in one
         query, separated by `;`, are one entry)."""
         self._armed: bool | None = None  # None: relay everything; else cut after the answer?
+        self._then_down = False
+        self.down = False
+        """Whether the relay refuses connections, as a server that went away."""
+        self._open: set[Callable[[], None]] = set()  # closes each relayed connection
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task] = set()
 
-    def cut_next_commit(self, *, answered: bool) -> None:
+    def cut_next_commit(self, *, answered: bool, then_down: bool = False) -> None:
         """Cut the connection that sends the next COMMIT: once the server has answered it
-        (`answered`, so it committed), or before passing it on (so it did not)."""
-        self._armed = answered
+        (`answered`, so it committed), or before passing it on (so it did not). With
+        `then_down`, go down at that moment (`go_down`)."""
+        self._armed, self._then_down = answered, then_down
+
+    def go_down(self) -> None:
+        """Cut every connection and refuse new ones until `come_back`."""
+        self.down = True
+        for close in list(self._open):
+            close()
+
+    def come_back(self) -> None:
+        self.down = False
+
+    def _down_if_asked(self) -> None:
+        if self._then_down:
+            self._then_down = False
+            self.go_down()
 
     def url(self, mysql_url: str) -> str:
         """`mysql_url` with its host and port replaced by the relay's."""
@@ -43,12 +62,18 @@ class CommitCutter:
         return self._server.sockets[0].getsockname()[1]
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.down:
+            client_w.close()
+            return
         server_r, server_w = await asyncio.open_connection(self.host, self.port)
         swallow = asyncio.Event()  # the server's next answer is not passed on
 
         def close() -> None:
             client_w.close()
             server_w.close()
+            self._open.discard(close)
+
+        self._open.add(close)
 
         async def upstream() -> None:
             packets = bytearray()
@@ -60,6 +85,7 @@ class CommitCutter:
                     answered, self._armed = self._armed, None
                     self.cut += 1
                     if not answered:
+                        self._down_if_asked()
                         return
                     swallow.set()
                 server_w.write(data)
@@ -67,7 +93,8 @@ class CommitCutter:
 
         async def downstream() -> None:
             while data := await server_r.read(65536):
-                if swallow.is_set():
+                if swallow.is_set():  # the COMMIT's answer
+                    self._down_if_asked()
                     return
                 client_w.write(data)
                 await client_w.drain()

@@ -10,11 +10,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from airbourne import db
+from airbourne.services.booking import app as booking_app
+from airbourne.services.booking import store
 from airbourne.services.booking.schema import bookings
 from booking_support import (
     booking_runtime, create_flight, eventually, free_seats, free_seats_are,
 )
 from commit_cutter import commit_cutter
+from support import client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mysql]
 
@@ -92,6 +96,68 @@ async def test_a_cancellation_whose_commit_answer_is_lost_can_be_sent_again(
             await asyncio.sleep(0.3)  # time for a second release, were there one
             assert await free_seats(runtime, flight["id"]) == 10
             assert cutter.cut == 1
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["committed", "not-committed"])
+async def test_a_booking_the_database_cannot_settle_is_settled_once_it_can(
+    tmp_path: Path, mysql_url: str, answered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks at the booking's COMMIT and the database stays out of reach
+    past the request's own checks: the answer says the booking may have been made, and its
+    seats stay taken. Once the database answers again the booking is looked up in the
+    background; if it was not written its seats come back (before, they stayed taken for
+    good)."""
+    monkeypatch.setattr(booking_app, "WRITTEN_PAUSES", (0.0, 0.1))
+    monkeypatch.setattr(booking_app, "SETTLE_PAUSES", (0.2,))
+    async with commit_cutter(mysql_url) as cutter:
+        async with booking_runtime(tmp_path, cutter.url(mysql_url)) as (runtime, _):
+            http = _as_served(runtime)
+            flight = await create_flight(runtime, capacity=10, price=100)
+            cutter.cut_next_commit(answered=answered, then_down=True)
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
+            answer = await http.post("/api/v1/bookings", json=body, headers=_USER_1)
+            assert answer.status_code == 503, answer.text
+            assert "may have been made" in answer.json()["message"]
+            await asyncio.sleep(0.5)  # the background looks fail while it is down
+            cutter.come_back()
+            await eventually(lambda: _seats_read(runtime, flight["id"], 7 if answered else 10))
+            await asyncio.sleep(0.5)  # time for a wrong second move, were there one
+            assert await free_seats(runtime, flight["id"]) == (7 if answered else 10)
+            made = await runtime.database("booking").fetch_all(sa.select(bookings.c.id))
+            assert len(made) == (1 if answered else 0)
+
+
+async def test_the_lookup_waits_for_a_transaction_the_server_has_not_ended(
+    tmp_path: Path, mysql_url: str
+) -> None:
+    """Our side of the connection is gone, but the server still holds the transaction open
+    (it has not yet noticed the connection is gone): reading past the uncommitted row would
+    say "not written" and give back the seats of a booking that then commits."""
+    async with booking_runtime(tmp_path, mysql_url) as (runtime, _):
+        database = runtime.database("booking")
+        booking = {"id": 4242, "flightId": 1, "userId": 1, "NoOfSeats": 3}
+        other = await db.connect(mysql_url)
+        try:
+            async with other.connection() as conn:
+                async with db.transaction(conn):
+                    now = db.utcnow()
+                    row = {**booking, "totalCost": 300, "status": "Booked",
+                           "createdAt": now, "updatedAt": now}
+                    await db.run(conn, db.insert_sql(bookings, tuple(row)), row)
+                    lookup = asyncio.create_task(store.was_written(database, booking))
+                    await asyncio.sleep(0.5)
+                    assert not lookup.done()  # it waits for this transaction to end
+        finally:
+            await db.disconnect(other)
+        assert await lookup is True
+
+
+async def _seats_read(runtime, flight_id: int, seats: int) -> bool:
+    """For `eventually`: the flight has `seats` free (False while the flights service
+    cannot read it yet: its pooled connections to the relay were cut)."""
+    async with client(runtime.apps["flights"]) as http:
+        answer = await http.get(f"/api/v1/flights/{flight_id}")
+    return answer.status_code == 200 and answer.json()["data"]["totalSeats"] == seats
 
 
 _USER_1 = {"x-user-id": "1", "x-user-email": "u1@example.com"}

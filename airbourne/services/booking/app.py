@@ -8,9 +8,11 @@ internal port, see API.md's trust model).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Iterable
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
@@ -46,7 +48,10 @@ MAX_SEATS = 1000
 PAGE = 50
 MAX_PAGE = 500
 WRITTEN_PAUSES = (0.0, 0.2, 0.5, 1.0, 2.0, 4.0)
-"""Pauses before each look at whether a booking whose COMMIT got no answer was written."""
+"""Pauses before each look at whether a booking whose COMMIT got no answer was written,
+while its request waits (within the runtime's `FINISH_SECONDS`)."""
+SETTLE_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+"""Pauses between the looks after that, in the background, the last one repeated."""
 
 
 async def create_booking(request: Request) -> Response:
@@ -99,15 +104,17 @@ async def _book(
             reservation_key=reservation.key, messages=messages,
         )
     except store.MaybeWritten as unknown:
-        written = await _written(state, unknown.booking)
+        written = await _written(state, unknown.booking, WRITTEN_PAUSES)
         if written:
             return unknown.booking
         if written is None:
             logger.error(
                 "booking %d (%d seats of flight %d): no answer to its COMMIT and the database"
-                " cannot be asked whether it was written; its seats stay taken",
+                " cannot be asked whether it was written; its seats stay taken until it can",
                 unknown.booking["id"], seats, flight_id,
             )
+            made = unknown.booking
+            state.spawn(f"booking:settle {made['id']}", lambda: _settle(state, made, reservation))
             raise ApiError(
                 503, "the database did not confirm the booking and cannot be reached to"
                 " check: it may have been made. Retry with the same Idempotency-Key, or list"
@@ -123,16 +130,41 @@ async def _book(
         raise
 
 
-async def _written(state: State, booking: store.Booking) -> bool | None:
-    """Whether a booking whose COMMIT got no answer was written, asking on a new connection
-    for a few seconds (within the runtime's `FINISH_SECONDS`); None if no answer came."""
-    for pause in WRITTEN_PAUSES:
+async def _written(
+    state: State, booking: store.Booking, pauses: Iterable[float]
+) -> bool | None:
+    """Whether a booking whose COMMIT got no answer was written, asking after each of
+    `pauses`; None if no answer came."""
+    for pause in pauses:
         await asyncio.sleep(pause)
         try:
             return await store.was_written(state.database, booking)
         except Exception as exc:
             logger.warning("booking %d: cannot check it was written: %s", booking["id"], exc)
     return None
+
+
+async def _settle(state: State, booking: store.Booking, reservation: Reservation) -> None:
+    """Ask, in the background, until the database tells whether `booking` was written, and
+    give its seats back if it was not. Until then they stay taken: the safe direction, as
+    the booking may exist. A stop meanwhile leaves them taken, and says so."""
+    pauses = itertools.chain(SETTLE_PAUSES, itertools.repeat(SETTLE_PAUSES[-1]))
+    try:
+        written = await _written(state, booking, pauses)
+    except asyncio.CancelledError:
+        logger.error(
+            "booking %d: still unknown at shutdown whether it was written; its %d seats of"
+            " flight %d stay taken", booking["id"], reservation.seats, reservation.flight_id,
+        )
+        raise
+    if written:
+        logger.warning("booking %d was written after all; it keeps its seats", booking["id"])
+        return
+    await _give_back(state, reservation)
+    logger.warning(
+        "booking %d was not written; its %d seats of flight %d are given back",
+        booking["id"], reservation.seats, reservation.flight_id,
+    )
 
 
 async def list_bookings(request: Request) -> Response:
@@ -294,6 +326,7 @@ def create_app(runtime: Runtime) -> Starlette:
     )
     app.state.database = runtime.database("booking")
     app.state.finish = runtime.finish
+    app.state.spawn = runtime.spawn
     app.state.flights = flights_client(runtime)
     app.state.auth = auth_client(runtime)
     app.state.notifications = Notifications(

@@ -77,15 +77,21 @@ async def create_booking(
 async def was_written(database: Database, booking: Booking) -> bool:
     """Whether `booking`, whose COMMIT got no answer, is in the table. Its id settles it:
     InnoDB does not give an id out twice, even that of a transaction rolled back (MariaDB
-    keeps the counter across restarts since 10.2.4)."""
-    row = await database.fetch_one(
-        sa.select(bookings.c.flightId, bookings.c.userId, bookings.c.NoOfSeats)
-        .where(bookings.c.id == booking["id"])
-    )
-    return row is not None and db.as_dict(row) == {
+    keeps the counter across restarts since 10.2.4).
+
+    On MySQL a locking read: if the server has not yet ended the transaction (its
+    connection is gone on our side but not yet on the server's), the read waits for the
+    COMMIT or the rollback instead of reading past an uncommitted row."""
+    read = _WRITTEN if db.is_sqlite(database) else _WRITTEN + " LOCK IN SHARE MODE"
+    async with database.connection() as conn:
+        row = await db.fetch_one(conn, read, {"id": booking["id"]})
+    return row is not None and row == {
         "flightId": booking["flightId"], "userId": booking["userId"],
         "NoOfSeats": booking["NoOfSeats"],
     }
+
+
+_WRITTEN = "SELECT flightId, userId, NoOfSeats FROM bookings WHERE id = :id"
 
 
 async def get_booking(database: Database, booking_id: int) -> Booking | None:
