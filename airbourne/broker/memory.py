@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
 from airbourne.broker.base import BrokerUnavailable, Handler, Message
 from airbourne.broker.delivery import Outcome, Pauses, handle
+from airbourne.ids import unique_hex
 
 CONFIRM_SECONDS = 10.0
 
@@ -121,7 +121,7 @@ class MemoryBroker:
             raise BrokerUnavailable(
                 f"unroutable: no queue bound to {routing_key!r} on exchange {self.exchange!r}"
             )
-        message = Message(body, routing_key, message_id or uuid.uuid4().hex)
+        message = Message(body, routing_key, message_id or unique_hex())
         loop = asyncio.get_running_loop()
         deliveries = [Delivery(message, loop.create_future()) for _ in queues]
         for queue, delivery in zip(queues, deliveries):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Iterator
 
 import aio_pika
@@ -37,6 +36,7 @@ from yarl import URL
 
 from airbourne.broker.base import BrokerUnavailable, Handler, Message
 from airbourne.broker.delivery import Outcome, Pauses, handle
+from airbourne.ids import unique_hex
 
 logger = logging.getLogger("airbourne.broker")
 
@@ -98,7 +98,7 @@ class RabbitBroker:
             body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message_id or uuid.uuid4().hex,
+            message_id=message_id or unique_hex(),
         )
         try:
             await exchange.publish(message, routing_key, mandatory=True, timeout=self.timeout)

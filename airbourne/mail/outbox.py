@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from email.message import Message
 from pathlib import Path
 
 import anyio
 
+from airbourne.ids import unique_hex
 from airbourne.mail.base import MailError
 
 
@@ -41,7 +41,7 @@ class OutboxMailer:
 
     def _write(self, data: bytes) -> Path:
         # Time first so a plain `ls` lists messages in the order they were sent.
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.eml"
+        name = f"{time.time_ns():020d}-{unique_hex()}.eml"
         temporary = self.folder / f".{name}.tmp"
         try:
             try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import uuid
 from datetime import datetime, timedelta
 from typing import Iterable
 
@@ -34,6 +33,7 @@ from airbourne.http import (
     ok,
     read_json,
 )
+from airbourne.ids import unique_hex
 from airbourne.runtime import Runtime
 from airbourne.services.booking import outbox, store
 from airbourne.services.booking.notifications import Notifications
@@ -250,7 +250,7 @@ async def _email(request: Request, user_id: int) -> str:
 
 
 async def _reserve(state: State, flight_id: int, seats: int) -> Reservation:
-    key = uuid.uuid4().hex
+    key = unique_hex()
     try:
         return await state.flights.reserve_seats(flight_id, seats, key)
     except FlightNotFound:

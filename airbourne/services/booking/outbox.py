@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from airbourne.clients.flights import Conflict, FlightNotFound, FlightsClient
 from airbourne import db, retention
 from airbourne.db import utcnow
 from airbourne.http import dumps
+from airbourne.ids import unique_hex
 from airbourne.services.booking.schema import outbox
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ async def add(tx: db.Transaction, messages: Sequence[OutboxMessage], now: dateti
     next statement or its COMMIT)."""
     rows = [
         {
-            "messageId": uuid.uuid4().hex,
+            "messageId": unique_hex(),
             "kind": message.kind,
             "routingKey": message.routing_key,
             "body": message.body,

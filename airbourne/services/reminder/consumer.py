@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
@@ -25,6 +24,7 @@ from databases import Database
 from airbourne import db, validate
 from airbourne.broker import Message, Reject
 from airbourne.http import ApiError
+from airbourne.ids import unique_hex
 from airbourne.services.reminder import schema, store
 from airbourne.services.reminder.sender import CLAIM_SECONDS, Sender, sender_of
 
@@ -88,7 +88,7 @@ class Consumer:
             "status": schema.PENDING,
         }
         ticket = await store.create_ticket(
-            self.database, fields, message_id=message_id, claim_token=uuid.uuid4().hex,
+            self.database, fields, message_id=message_id, claim_token=unique_hex(),
             claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
         )
         if ticket is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 from databases import Database
 
 from airbourne import db, retention
+from airbourne.ids import unique_hex
 from airbourne.services.reminder.schema import CANCELLED, ERROR_MAX, FAILED, PENDING, SUCCESS, tickets
 
 PUBLIC = ("id", "subject", "content", "recepientEmail", "status", "notificationTime",
@@ -158,7 +158,7 @@ async def claim_due(
         if not candidates:
             return []
         listed, ids = db.in_list("id", [row["id"] for row in candidates])
-        claim = {**values, **ids, "token": uuid.uuid4().hex, "until": now + lease}
+        claim = {**values, **ids, "token": unique_hex(), "until": now + lease}
         await db.run(
             conn,
             "UPDATE tickets SET claimToken = :token, claimedUntil = :until"
