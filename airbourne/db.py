@@ -6,9 +6,11 @@ gaps in `databases` 0.9:
 - Its SQLite backend opens a new aiosqlite connection (and so a new thread) for every
   acquire. `_PooledSQLite` keeps a few open instead, with the busy timeout and foreign keys
   set once per connection; the file runs in WAL mode so readers never wait for a writer.
-- Its SQLite transactions spend three trips to the connection's thread on each of BEGIN and
-  COMMIT; `transaction()` spends one (see there why trips count). It does not nest on
-  SQLite: inside one, use the connection directly.
+- Its transactions spend trips: on SQLite three to the connection's thread on each of
+  BEGIN and COMMIT, where `transaction()` spends one; on MySQL a statement alone is a trip
+  to the server, and `transaction()` sends the BEGIN and the COMMIT with other statements
+  (see `Transaction`; `run_then_fetch` does the same for a change and a read). Inside a
+  transaction, run statements with this module's functions; it does not nest.
 - Its `execute()` returns `lastrowid` when that is non-zero and `rowcount` otherwise, which
   inside a transaction is ambiguous. `rowcount()` runs a statement on the driver connection
   and returns the number of rows the statement matched (on MySQL too, by the FOUND_ROWS
@@ -416,7 +418,9 @@ async def _send(
     open transaction owes (with `owed`); the outcome and rows of each of `statements`."""
     tx = _open.get(id(raw)) if owed else None
     first = tx._take_owed() if tx is not None else []
-    results = []
+    results: list[tuple[Outcome, list[dict[str, Any]]]] = []
+    if not first and not statements:
+        return results
     async with raw.cursor() as cursor:
         await cursor.execute("; ".join([*first, *statements]))  # no values: nothing to format
         for index in range(len(first) + len(statements)):

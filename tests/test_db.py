@@ -138,3 +138,18 @@ async def test_run_then_fetch_reads_what_the_statement_left(database) -> None:
     assert outcome.rowcount == 1
     assert [(row["messageId"], row["attempts"]) for row in rows] == [("a", 2)]
     assert isinstance(rows[0]["createdAt"], datetime)
+
+
+async def test_statements_mixed_in_a_transaction_all_commit(database) -> None:
+    """A statement, then `run_many`, then held-back rows: each goes out after what the
+    transaction owes, and values with `%` and quotes arrive as they were."""
+    now = db.utcnow()
+    odd = "50% off, 'quoted' %(not)s \\ done"
+    async with database.connection() as conn:
+        async with db.transaction(conn) as tx:
+            await db.run(conn, INSERT, {"id": "a", "now": now})
+            await db.run_many(conn, INSERT, [{"id": "b", "now": now}, {"id": "c", "now": now}])
+            await tx.insert(outbox, [{"messageId": "d", **ROW, "body": odd, "createdAt": now}])
+        rows = await db.fetch_all(conn, "SELECT body FROM outbox WHERE messageId = :id", {"id": "d"})
+    assert await ids(database) == ["a", "b", "c", "d"]
+    assert rows == [{"body": odd}]
