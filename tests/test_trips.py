@@ -5,11 +5,14 @@ of the booking path, so statements that can go together go in one query."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from airbourne import db
+from airbourne.services import reminder
+from airbourne.services.reminder import store as tickets
 from booking_support import booking_runtime, create_flight, free_seats
 from commit_cutter import commit_cutter
 
@@ -54,3 +57,22 @@ async def test_a_transaction_with_nothing_in_it_makes_no_trip(
         finally:
             await db.disconnect(database)
     assert relay.queries == []
+
+
+async def test_a_senders_claim_takes_two_trips_to_mariadb(mysql_url: str) -> None:
+    """The candidates' SELECT; the UPDATE that claims them with the read-back by id. Under
+    the seed's own pace a claim runs for every booking or two."""
+    async with commit_cutter(mysql_url) as relay:
+        database = await db.connect(relay.url(mysql_url))
+        try:
+            await db.migrate(database, "reminder", reminder.SERVICE.migrations)
+            due = {"subject": "Due", "content": "Now.", "recepientEmail": "ada@example.com",
+                   "status": "PENDING", "notificationTime": db.utcnow() - timedelta(seconds=1)}
+            await tickets.create_tickets(database, [(due, None)] * 3)
+            relay.queries.clear()
+            claimed = await tickets.claim_due(database, db.utcnow(), 100, timedelta(minutes=5))
+        finally:
+            await db.disconnect(database)
+    assert [ticket["subject"] for ticket in claimed] == ["Due"] * 3
+    assert len(relay.queries) == 2, relay.queries
+    assert re.fullmatch(r"UPDATE tickets .*; SELECT \* FROM tickets .*", relay.queries[1])

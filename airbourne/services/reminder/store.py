@@ -145,8 +145,8 @@ async def claim_due(
     (MySQL locks each row and reads its latest version, SQLite has one writer at a time),
     so of two runs proposing the same ticket exactly one gets it. The rows are then read back
     by their ids and the run's own token: by the ids so that the primary key finds them, as
-    there is no index on the token and the table keeps every ticket ever sent. Plain SQL:
-    under load this runs for every few bookings.
+    there is no index on the token and the table keeps every ticket ever sent; on MySQL in
+    the same trip as the UPDATE. Plain SQL: under load this runs for every few bookings.
     """
     values = {"pending": PENDING, "now": now, "limit": limit}
     async with database.connection() as conn:
@@ -159,16 +159,14 @@ async def claim_due(
             return []
         listed, ids = db.in_list("id", [row["id"] for row in candidates])
         claim = {**values, **ids, "token": unique_hex(), "until": now + lease}
-        await db.run(
+        _, claimed = await db.run_then_fetch(
             conn,
             "UPDATE tickets SET claimToken = :token, claimedUntil = :until"
             f" WHERE id IN {listed} AND {_CLAIMABLE}",
-            claim,
-        )
-        return await db.fetch_all(
-            conn, f"SELECT * FROM tickets WHERE id IN {listed} AND claimToken = :token",
+            f"SELECT * FROM tickets WHERE id IN {listed} AND claimToken = :token",
             claim, _TIMES,
         )
+        return claimed
 
 
 async def mark_sent(database: Database, tickets_sent: Sequence[Mapping[str, Any]]) -> None:
