@@ -45,6 +45,10 @@ logger = logging.getLogger("airbourne.booking.outbox")
 RELEASE_SEATS = "release_seats"
 BATCH_SIZE = 200
 MAX_BACKOFF_SECONDS = 30.0
+GATHER_SECONDS = 0.02
+"""How long a lane woken by a commit lets the rows of other commits arrive before it reads a
+batch: at a moderate pace every booking would otherwise be a batch of its own, with its own
+SELECT and UPDATE. A notification waits this much longer; a booking does not."""
 
 PUBLISH = "publish"
 RELEASE = "release"
@@ -139,7 +143,9 @@ async def _relay_lane(runtime: Runtime, lane: str) -> None:
             backoff.record(failed=bool(failed))
             more = taken == BATCH_SIZE and not failed
         if not more:
-            await _nap(wakeup, interval if backoff.ready() else min(interval, backoff.remaining()))
+            pause = interval if backoff.ready() else min(interval, backoff.remaining())
+            if await _nap(wakeup, pause):
+                await asyncio.sleep(GATHER_SECONDS)
 
 
 async def relay_batch(
@@ -274,9 +280,11 @@ async def prune(database: Database, sent_before: datetime, batch: int = retentio
     return await retention.delete_done(database, "outbox", done, {"before": sent_before}, batch)
 
 
-async def _nap(wakeup: asyncio.Event, seconds: float) -> None:
-    """Wait until `wakeup` is set or `seconds` pass. Not `asyncio.wait_for`: on Python 3.11
-    it loses a cancellation that comes as the event is set, and shutdown would hang."""
+async def _nap(wakeup: asyncio.Event, seconds: float) -> bool:
+    """Wait until `wakeup` is set or `seconds` pass; whether it was set. Not
+    `asyncio.wait_for`: on Python 3.11 it loses a cancellation that comes as the event is
+    set, and shutdown would hang."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(max(seconds, 0.0)):
             await wakeup.wait()
+    return wakeup.is_set()
