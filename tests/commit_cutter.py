@@ -1,21 +1,22 @@
-"""A TCP relay in front of MariaDB that can cut a connection at its next COMMIT, the way a
+"""A relay in front of MariaDB that can cut a connection at its next COMMIT, the way a
 network failure or a server failover does: after the server has committed and answered
 (the client never learns that it committed), or before the COMMIT reaches the server. It
 also records every query the clients send, one per trip to the server."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
+
+from relay import CUT, CUT_AFTER_ANSWER, PASS, Relay
 
 COM_QUERY = 3
 
 
-class CommitCutter:
+class CommitCutter(Relay):
     def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.cut = 0
         """Connections cut so far."""
         self.queries: list[str] = []
@@ -23,31 +24,12 @@ class CommitCutter:
         query, separated by `;`, are one entry)."""
         self._armed: bool | None = None  # None: relay everything; else cut after the answer?
         self._then_down = False
-        self.down = False
-        """Whether the relay refuses connections, as a server that went away."""
-        self._open: set[Callable[[], None]] = set()  # closes each relayed connection
-        self._server: asyncio.Server | None = None
-        self._pumps: set[asyncio.Task] = set()
 
     def cut_next_commit(self, *, answered: bool, then_down: bool = False) -> None:
         """Cut the connection that sends the next COMMIT: once the server has answered it
         (`answered`, so it committed), or before passing it on (so it did not). With
         `then_down`, go down at that moment (`go_down`)."""
         self._armed, self._then_down = answered, then_down
-
-    def go_down(self) -> None:
-        """Cut every connection and refuse new ones until `come_back`."""
-        self.down = True
-        for close in list(self._open):
-            close()
-
-    def come_back(self) -> None:
-        self.down = False
-
-    def _down_if_asked(self) -> None:
-        if self._then_down:
-            self._then_down = False
-            self.go_down()
 
     def url(self, mysql_url: str) -> str:
         """`mysql_url` with its host and port replaced by the relay's."""
@@ -56,72 +38,23 @@ class CommitCutter:
         netloc = f"{user}@127.0.0.1:{self.listening}" if user else f"127.0.0.1:{self.listening}"
         return urlunsplit(parts._replace(netloc=netloc))
 
-    @property
-    def listening(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+    def client_sent(self, data: bytes, unread: bytearray) -> str:
+        unread += data
+        queries = _take_queries(unread)
+        self.queries += queries
+        if self._armed is None or not any(query.endswith("COMMIT") for query in queries):
+            return PASS
+        answered, self._armed = self._armed, None
+        self.cut += 1
+        if answered:
+            return CUT_AFTER_ANSWER
+        self.answer_swallowed()  # nothing to wait for: go down now, if asked
+        return CUT
 
-    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        if self.down:
-            client_w.close()
-            return
-        server_r, server_w = await asyncio.open_connection(self.host, self.port)
-        swallow = asyncio.Event()  # the server's next answer is not passed on
-
-        def close() -> None:
-            client_w.close()
-            server_w.close()
-            self._open.discard(close)
-
-        self._open.add(close)
-
-        async def upstream() -> None:
-            packets = bytearray()
-            while data := await client_r.read(65536):
-                packets += data
-                queries = _take_queries(packets)
-                self.queries += queries
-                if self._armed is not None and any(q.endswith("COMMIT") for q in queries):
-                    answered, self._armed = self._armed, None
-                    self.cut += 1
-                    if not answered:
-                        self._down_if_asked()
-                        return
-                    swallow.set()
-                server_w.write(data)
-                await server_w.drain()
-
-        async def downstream() -> None:
-            while data := await server_r.read(65536):
-                if swallow.is_set():  # the COMMIT's answer
-                    self._down_if_asked()
-                    return
-                client_w.write(data)
-                await client_w.drain()
-
-        async def pumped(pump: Awaitable[None]) -> None:
-            try:
-                await pump
-            except ConnectionError:  # a side that went away: close the other too
-                pass
-            finally:
-                close()
-
-        for pump in (pumped(upstream()), pumped(downstream())):
-            task = asyncio.ensure_future(pump)
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[CommitCutter]:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        try:
-            yield self
-        finally:
-            self._server.close()
-            for task in list(self._pumps):
-                task.cancel()
-            await asyncio.gather(*self._pumps, return_exceptions=True)
+    def answer_swallowed(self) -> None:
+        if self._then_down:
+            self._then_down = False
+            self.go_down()
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from airbourne.broker import Broker, BrokerUnavailable, Message, Reject
 from airbourne.broker.delivery import Pauses
 from airbourne.broker.memory import MemoryBroker
 from airbourne.broker.rabbitmq import RabbitBroker
+from relay import Relay
 from support import free_port
 
 pytestmark = pytest.mark.anyio
@@ -374,74 +375,32 @@ async def test_rabbitmq_messages_are_persistent_json(amqp_url: str) -> None:
         await backend.cleanup()
 
 
-class Relay:
-    """A TCP relay in front of RabbitMQ that the test can cut, to drop the connection."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._relays: set[asyncio.Task] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in self._writers:
-            writer.transport.abort()
-        await asyncio.gather(*self._relays, return_exceptions=True)
-        self._writers.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())
-        self._writers.add(writer)
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        self._writers.add(upstream_writer)
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 @pytest.mark.amqp
 async def test_rabbitmq_connects_late_and_reconnects_with_its_consumers(amqp_url: str) -> None:
     backend, rabbitmq = RabbitBackend(amqp_url), URL(amqp_url)
-    relay = Relay(rabbitmq.host, rabbitmq.port)
-    try:
-        broker = backend.create(str(rabbitmq.with_host("127.0.0.1").with_port(relay.port)))
-        queue, received = backend.queue(), Recorder()
-        await broker.start()
-        await broker.subscribe(queue, KEY, received)
-        with pytest.raises(BrokerUnavailable):
-            await broker.publish(KEY, b'"too early"')
+    async with Relay(rabbitmq.host, rabbitmq.port, down=True).running() as relay:
+        try:
+            url = rabbitmq.with_host("127.0.0.1").with_port(relay.listening)
+            broker = backend.create(str(url))
+            queue, received = backend.queue(), Recorder()
+            await broker.start()
+            await broker.subscribe(queue, KEY, received)
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish(KEY, b'"too early"')
 
-        await relay.open()  # RabbitMQ comes up late
-        await until(lambda: broker.connected)
-        await broker.publish(KEY, b'"first"')
-        await until(lambda: received.bodies() == [b'"first"'])
+            relay.come_back()  # RabbitMQ comes up late
+            await until(lambda: broker.connected)
+            await broker.publish(KEY, b'"first"')
+            await until(lambda: received.bodies() == [b'"first"'])
 
-        await relay.cut()  # and goes away
-        await until(lambda: not broker.connected)
-        with pytest.raises(BrokerUnavailable):
-            await broker.publish(KEY, b'"while down"')
+            relay.go_down()  # and goes away
+            await until(lambda: not broker.connected)
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish(KEY, b'"while down"')
 
-        await relay.open()  # and comes back: the consumer is restored
-        await until(lambda: broker.connected)
-        await broker.publish(KEY, b'"second"')
-        await until(lambda: received.bodies() == [b'"first"', b'"second"'])
-    finally:
-        await backend.cleanup()
-        await relay.cut()
+            relay.come_back()  # and comes back: the consumer is restored
+            await until(lambda: broker.connected)
+            await broker.publish(KEY, b'"second"')
+            await until(lambda: received.bodies() == [b'"first"', b'"second"'])
+        finally:
+            await backend.cleanup()
