@@ -180,6 +180,12 @@ def unavailable(exc: BaseException) -> bool:
     return False
 
 
+def answer_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the connection to MySQL broke while a statement was out (2013):
+    the server may have run it, and only a fresh connection can tell."""
+    return isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (2013,)
+
+
 SQLITE_CONNECTIONS = 1
 """Connections per SQLite file in one process: see `_PooledSQLite`."""
 

@@ -6,7 +6,7 @@ also records every query the clients send, one per trip to the server."""
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from relay import CUT, CUT_AFTER_ANSWER, PASS, Relay
@@ -24,12 +24,19 @@ class CommitCutter(Relay):
         query, separated by `;`, are one entry)."""
         self._armed: bool | None = None  # None: relay everything; else cut after the answer?
         self._then_down = False
+        self._cuts_at: Callable[[str], bool] = _commits
 
     def cut_next_commit(self, *, answered: bool, then_down: bool = False) -> None:
         """Cut the connection that sends the next COMMIT: once the server has answered it
         (`answered`, so it committed), or before passing it on (so it did not). With
         `then_down`, go down at that moment (`go_down`)."""
-        self._armed, self._then_down = answered, then_down
+        self.cut_next(_commits, answered=answered, then_down=then_down)
+
+    def cut_next(
+        self, query: Callable[[str], bool], *, answered: bool, then_down: bool = False
+    ) -> None:
+        """`cut_next_commit`, at the next query for which `query(text)` is true."""
+        self._cuts_at, self._armed, self._then_down = query, answered, then_down
 
     def url(self, mysql_url: str) -> str:
         """`mysql_url` with its host and port replaced by the relay's."""
@@ -42,7 +49,7 @@ class CommitCutter(Relay):
         unread += data
         queries = _take_queries(unread)
         self.queries += queries
-        if self._armed is None or not any(query.endswith("COMMIT") for query in queries):
+        if self._armed is None or not any(self._cuts_at(query) for query in queries):
             return PASS
         answered, self._armed = self._armed, None
         self.cut += 1
@@ -62,6 +69,10 @@ async def commit_cutter(mysql_url: str) -> AsyncIterator[CommitCutter]:
     parts = urlsplit(mysql_url)
     async with CommitCutter(parts.hostname or "127.0.0.1", parts.port or 3306).running() as cutter:
         yield cutter
+
+
+def _commits(query: str) -> bool:
+    return query.endswith("COMMIT")
 
 
 def _take_queries(packets: bytearray) -> list[str]:

@@ -152,6 +152,28 @@ async def test_the_lookup_waits_for_a_transaction_the_server_has_not_ended(
         assert await lookup is True
 
 
+async def test_a_seat_change_whose_answer_is_lost_is_logged_for_an_operator(
+    tmp_path: Path, mysql_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A known limit: in one process a seat change records no key, so when its answer is
+    lost the booking cannot tell whether the seats were taken. It answers 503 and books
+    nothing; the seats stay taken, held by no booking, and the log names the flight and the
+    seats so that an operator can give them back."""
+    async with commit_cutter(mysql_url) as cutter:
+        async with booking_runtime(tmp_path, cutter.url(mysql_url)) as (runtime, _):
+            http = _as_served(runtime)
+            flight = await create_flight(runtime, capacity=10, price=100)
+            cutter.cut_next(lambda query: query.startswith("UPDATE flights"), answered=True)
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
+            answer = await http.post("/api/v1/bookings", json=body, headers=_USER_1)
+            assert answer.status_code == 503, answer.text
+            assert cutter.cut == 1
+            assert await runtime.database("booking").fetch_all(sa.select(bookings.c.id)) == []
+            await eventually(lambda: _seats_read(runtime, flight["id"], 7))
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(f"flight {flight['id']}: no answer to taking 3 seats" in m for m in logged), logged
+
+
 async def _seats_read(runtime, flight_id: int, seats: int) -> bool:
     """For `eventually`: the flight has `seats` free (False while the flights service
     cannot read it yet: its pooled connections to the relay were cut)."""

@@ -8,6 +8,7 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -33,14 +34,18 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger("airbourne.booking")
+
+
 class FlightsClient(Protocol):
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
         """Take `seats` free seats of the flight at once, or none.
 
         `key` names the reservation where its outcome can be lost on the way (over HTTP):
         the returned `Reservation.key` is then `key`, and `release_reservation(..., key)`
-        undoes it even after a call that raised `ServiceUnavailable`. In this process the
-        outcome is always known, so nothing is recorded and `Reservation.key` is None."""
+        undoes it even after a call that raised `ServiceUnavailable`. In this process nothing
+        is recorded and `Reservation.key` is None: the outcome is known unless the connection
+        to the database breaks while the change is out (see `LocalFlights.reserve_seats`)."""
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
         """Give `seats` back; returns the flight's free seats. Raises `TooManySeatsReleased`
@@ -64,7 +69,19 @@ class LocalFlights:
         self.database = database
 
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
-        return await store.reserve_seats(self.database, flight_id, seats)  # no key: see above
+        """No key is recorded (it would cost every booking a statement and a row). The one
+        outcome that is lost, a connection that breaks while the seat change is out, is
+        logged with what an operator needs to give the seats back if they were taken."""
+        try:
+            return await store.reserve_seats(self.database, flight_id, seats)
+        except Exception as exc:
+            if db.answer_lost(exc):
+                logger.error(
+                    "flight %d: no answer to taking %d seats (%s): if the database took them,"
+                    " no booking holds them; compare totalSeats with the flight's bookings",
+                    flight_id, seats, exc,
+                )
+            raise
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
         return await store.release_seats(self.database, flight_id, seats)
