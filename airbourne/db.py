@@ -165,7 +165,8 @@ class CommitUnknown(Exception):
     transaction may have been committed or not, and only a fresh connection can tell."""
 
 
-_MYSQL_UNREACHABLE = {2003, 2006, 2013, 2055}  # cannot connect, gone away, lost mid-query
+_LOST_MID_QUERY = 2013  # the connection broke while a statement was out
+_MYSQL_UNREACHABLE = {2003, 2006, _LOST_MID_QUERY, 2055}  # also: cannot connect, gone away
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -183,7 +184,7 @@ def unavailable(exc: BaseException) -> bool:
 def answer_lost(exc: BaseException) -> bool:
     """Whether `exc` says the connection to MySQL broke while a statement was out (2013):
     the server may have run it, and only a fresh connection can tell."""
-    return isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (2013,)
+    return isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (_LOST_MID_QUERY,)
 
 
 SQLITE_CONNECTIONS = 1
@@ -329,9 +330,7 @@ class Transaction:
             sql = insert_sql(table, columns)
             await self._raw.executemany(sql, [_sqlite_values(row) for row in rows])
             return
-        one = _pyformat(_values_sql(columns))
-        literal = self._raw.literal
-        values = ", ".join(one % {k: literal(v) for k, v in row.items()} for row in rows)
+        values = ", ".join(_render(self._raw, _values_sql(columns), row) for row in rows)
         self._owed.append(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}")
 
     def _take_owed(self) -> list[str]:
@@ -341,8 +340,8 @@ class Transaction:
         return owed
 
     async def _commit(self) -> None:
-        """MySQL: send what is owed and COMMIT, in one trip; nothing if nothing was run. A COMMIT
-        that gets no answer raises `CommitUnknown`."""
+        """MySQL: send what is owed and COMMIT, in one trip; nothing if nothing was run. A
+        COMMIT that gets no answer raises `CommitUnknown`."""
         owed = self._take_owed()
         if owed == ["BEGIN"]:  # nothing ran: there is no transaction on the server
             return

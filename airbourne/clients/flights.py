@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-logger = logging.getLogger("airbourne.booking")
+logger = logging.getLogger("airbourne.clients.flights")
 
 
 class FlightsClient(Protocol):
