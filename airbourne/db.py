@@ -307,7 +307,8 @@ class Transaction:
     closed loop's profile aiomysql's sends alone were 14-19 % of the event loop). So the
     BEGIN goes out with the transaction's first statement, rows given to `insert` with the
     next statement or with the COMMIT, each time as one multi-statement query (aiomysql
-    always allows them). A booking's transaction is two trips instead of four.
+    always allows them). A booking's transaction is one trip instead of four (its id is
+    drawn beforehand: `services/booking/ids.py`).
 
     Statements inside a transaction must go through `db`'s functions (`run`, `fetch_all`,
     ...) or `insert`: on MySQL a statement run through `databases` itself (`conn.execute`)

@@ -8,7 +8,8 @@ import pytest
 
 from airbourne import db
 from airbourne.db import Migration, create_tables
-from airbourne.services.booking.schema import MIGRATIONS, bookings, outbox
+from airbourne.services.booking.ids import BookingIds
+from airbourne.services.booking.schema import MIGRATIONS, bookings, id_blocks, outbox
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
                "createdAt": now, "updatedAt": now}
         await database.execute(FIRST.insert().values(**row))
 
-        assert await db.migrate(database, "booking", MIGRATIONS) == [2]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3]
         assert await db.migrate(database, "booking", MIGRATIONS) == []
         kept = await database.fetch_one(sa.select(bookings.c.NoOfSeats, bookings.c.reservationKey))
         assert (kept[0], kept[1]) == (3, None)
@@ -44,7 +45,32 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
 async def test_a_new_database_passes_the_added_column_by(database_url: str) -> None:
     database = await db.connect(database_url)
     try:
-        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2, 3]
         await database.fetch_all(sa.select(bookings.c.reservationKey))
+    finally:
+        await db.disconnect(database)
+
+
+async def test_booking_ids_start_after_the_last_booking_the_database_numbered(
+    database_url: str,
+) -> None:
+    """Before migration 3 the database numbered bookings; the ids drawn since go on after
+    the last of them. A run stopped after the counter's row, before being recorded, does
+    not write it again when repeated."""
+    database = await db.connect(database_url)
+    try:
+        assert await db.migrate(database, "booking", MIGRATIONS[:2]) == [1, 2]
+        now = db.utcnow()
+        row = {"flightId": 1, "userId": 2, "NoOfSeats": 3, "totalCost": 300, "status": "Booked",
+               "createdAt": now, "updatedAt": now}
+        for _ in range(3):
+            await database.execute(bookings.insert().values(**row))
+        await database.execute(bookings.insert().values(**row, id=41))
+        assert await db.migrate(database, "booking", MIGRATIONS) == [3]
+        async with database.connection() as conn:
+            await MIGRATIONS[2].apply(conn, database.url.dialect)  # a repeated run
+            assert await BookingIds(block=10).take(conn) == 42
+        rows = await database.fetch_all(sa.select(id_blocks.c.name, id_blocks.c.nextId))
+        assert [(row[0], row[1]) for row in rows] == [("bookings", 52)]
     finally:
         await db.disconnect(database)

@@ -27,6 +27,7 @@ from airbourne import db
 from airbourne.service import Service
 from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking import store as booking_store
+from airbourne.services.booking.ids import BookingIds
 from airbourne.services.booking.notifications import Notifications
 from airbourne.services.booking.schema import bookings, outbox
 from airbourne.services.flights import SERVICE as FLIGHTS
@@ -120,6 +121,7 @@ async def measure(args: argparse.Namespace) -> None:
     notifications = Notifications(routing_key="REMINDER", reminder_lead=timedelta(hours=24))
     async with databases(args.db) as (flights_db, booking_db):
         flight_id = await create_flight(flights_db)
+        ids = BookingIds()
         booked = 0
 
         async def book() -> None:
@@ -132,7 +134,7 @@ async def measure(args: argparse.Namespace) -> None:
                 )
 
             await booking_store.create_booking(
-                booking_db, flight_id=flight_id, user_id=1, seats=SEATS,
+                booking_db, ids, flight_id=flight_id, user_id=1, seats=SEATS,
                 total_cost=reservation.price * SEATS, idempotency_key=None, reservation_key=None,
                 messages=messages,
             )

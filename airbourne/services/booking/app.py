@@ -36,6 +36,7 @@ from airbourne.http import (
 from airbourne.ids import unique_hex
 from airbourne.runtime import Runtime
 from airbourne.services.booking import outbox, store
+from airbourne.services.booking.ids import BookingIds
 from airbourne.services.booking.notifications import Notifications
 from airbourne.services.booking.schema import CANCELLED
 
@@ -99,7 +100,7 @@ async def _book(
 
     try:
         return await store.create_booking(
-            state.database, flight_id=flight_id, user_id=user_id, seats=seats,
+            state.database, state.booking_ids, flight_id=flight_id, user_id=user_id, seats=seats,
             total_cost=reservation.price * seats, idempotency_key=key,
             reservation_key=reservation.key, messages=messages,
         )
@@ -325,6 +326,7 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers=exception_handlers,
     )
     app.state.database = runtime.database("booking")
+    app.state.booking_ids = BookingIds()
     app.state.finish = runtime.finish
     app.state.spawn = runtime.spawn
     app.state.flights = flights_client(runtime)

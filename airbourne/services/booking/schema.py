@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from databases.core import Connection
+
 from airbourne.db import (
     Migration, add_columns, create_tables, record_columns, timestamp_column,
 )
@@ -54,8 +56,34 @@ outbox = sa.Table(
 """A row is unsent while `sentAt` is NULL. `kind` says what relaying it means: publishing
 `body` with `routingKey`, or for `release_seats` giving seats back to the flights service."""
 
+id_blocks = sa.Table(
+    "id_blocks",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("nextId", sa.BigInteger, nullable=False),
+)
+"""Where each process draws its next block of booking ids (see `ids.py`): `nextId` is the
+first id not yet given out."""
+
+
+async def _start_booking_ids(conn: Connection, dialect_name: str) -> None:
+    """Create `id_blocks` and start the bookings' counter after the last id in use.
+
+    Airbourne before this migration let the database number bookings (AUTO_INCREMENT):
+    stop such processes before starting this version on the same database, or both would
+    give out the ids after the last one."""
+    await create_tables(id_blocks)(conn, dialect_name)
+    await conn.execute(  # not again if a run stopped after it, before being recorded
+        "INSERT INTO id_blocks (name, nextId)"
+        " SELECT 'bookings', next_id FROM (SELECT COALESCE(MAX(id), 0) + 1 AS next_id"
+        " FROM bookings) AS last WHERE NOT EXISTS"
+        " (SELECT 1 FROM id_blocks WHERE name = 'bookings')"
+    )
+
+
 MIGRATIONS = [
     Migration(1, "bookings and outbox tables", create_tables(bookings, outbox)),
     Migration(2, "the reservation key of a booking's seats",
               add_columns(bookings, "reservationKey")),
+    Migration(3, "booking ids drawn in blocks", _start_booking_ids),
 ]

@@ -10,6 +10,7 @@ from databases import Database
 
 from airbourne import db
 from airbourne.services.booking import outbox
+from airbourne.services.booking.ids import BookingIds
 from airbourne.services.booking.outbox import OutboxMessage
 from airbourne.services.booking.schema import BOOKED, CANCELLED, bookings
 
@@ -39,6 +40,7 @@ class MaybeWritten(Exception):
 
 async def create_booking(
     database: Database,
+    ids: BookingIds,
     *,
     flight_id: int,
     user_id: int,
@@ -48,7 +50,8 @@ async def create_booking(
     reservation_key: str | None,
     messages: Messages,
 ) -> Booking:
-    """Insert a `Booked` booking and its outbox rows in one transaction."""
+    """Insert a `Booked` booking and its outbox rows in one transaction: on MySQL in one
+    trip, its id drawn beforehand from `ids`."""
     now = db.utcnow()
     fields = {
         "flightId": flight_id, "userId": user_id, "NoOfSeats": seats, "totalCost": total_cost,
@@ -60,10 +63,11 @@ async def create_booking(
     }
     stamp = db.iso(now)
     async with database.connection() as conn:
+        booking_id = await ids.take(conn)
+        booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
         try:
             async with db.transaction(conn) as tx:
-                booking_id = (await db.run(conn, db.insert_sql(bookings, tuple(row)), row)).lastrowid
-                booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
+                await tx.insert(bookings, [{"id": booking_id, **row}])
                 await outbox.add(tx, messages(booking, now), now)
         except db.IntegrityErrors:
             if idempotency_key is None:
@@ -76,8 +80,7 @@ async def create_booking(
 
 async def was_written(database: Database, booking: Booking) -> bool:
     """Whether `booking`, whose COMMIT got no answer, is in the table. Its id settles it:
-    InnoDB does not give an id out twice, even that of a transaction rolled back (MariaDB
-    keeps the counter across restarts since 10.2.4).
+    no id is given out twice (see `ids.py`).
 
     On MySQL a locking read: if the server has not yet ended the transaction (its
     connection is gone on our side but not yet on the server's), the read waits for the
@@ -109,11 +112,12 @@ async def find_by_key(database: Database, user_id: int, key: str) -> Booking | N
 async def list_bookings(
     database: Database, user_id: int, limit: int, offset: int
 ) -> list[Booking]:
-    """The bookings of `user_id`, oldest first."""
+    """The bookings of `user_id`, oldest first (ids follow that order only within one
+    process, see `ids.py`)."""
     rows = await database.fetch_all(
         sa.select(*RECORD)
         .where(bookings.c.userId == user_id)
-        .order_by(bookings.c.id)
+        .order_by(bookings.c.createdAt, bookings.c.id)
         .limit(limit)
         .offset(offset)
     )
