@@ -29,6 +29,14 @@ from airbourne.service import Service
 
 logger = logging.getLogger("airbourne")
 
+GC_YOUNG_THRESHOLD = 10_000
+"""How many more container objects may be alive than at the collector's last look before it
+looks again (CPython's default is 700). Under load the objects of the requests in flight
+cross 700 many times a second, and each collection walks all of them, about 0.4 ms a time:
+1.0-1.4 s in a 20 s closed loop, 6 % of the event loop. At 10,000 the same run collects
+seven or eight times. Garbage in reference cycles waits longer to be freed: up to 10,000
+objects of it."""
+
 T = TypeVar("T")
 
 FINISH_SECONDS = 10.0
@@ -202,6 +210,7 @@ async def serve(
         # which shortens the pauses that make up the latency tail.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         for name, app in runtime.apps.items():
             server = uvicorn.Server(
                 uvicorn.Config(
