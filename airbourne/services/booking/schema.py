@@ -7,7 +7,6 @@ service owns its own tables (and may have its own database).
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from databases.core import Connection
 
 from airbourne.db import (
