@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from pathlib import Path
 from typing import AsyncIterator, Iterable
@@ -44,9 +45,35 @@ def client(app, **kwargs) -> httpx.AsyncClient:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, never the same twice in a test run.
+
+    Drawn below the kernel's ephemeral range: a port the kernel hands out (`bind(0)`) and
+    that is free when probed can become the source port of an outgoing connection (to
+    MariaDB, RabbitMQ, another test's server) before the server binds it; CI saw `port ...
+    is already in use`. Below that range the kernel gives out no port of its own."""
+    while True:
+        port = _random.randrange(_PORTS_FROM, max(_ephemeral_start(), _PORTS_FROM + 1000))
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another program's
+        _handed_out.add(port)
+        return port
+
+
+_PORTS_FROM = 10_000  # above the well-known ports of the servers tests talk to
+_handed_out: set[int] = set()
+_random = random.Random()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @contextlib.asynccontextmanager
