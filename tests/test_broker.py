@@ -340,6 +340,23 @@ async def test_memory_a_failing_handler_keeps_the_publisher_waiting_until_it_suc
     await broker.close()
 
 
+async def test_memory_a_handler_that_keeps_failing_is_tried_again_within_the_wait() -> None:
+    """Pauses between tries stay within a quarter of the publisher's confirm window, so a
+    handler whose database comes back is tried again while the publisher still waits."""
+    broker, tries = MemoryBroker(exchange="airbourne", confirm_seconds=2.0), []
+
+    async def fails_three_times(message: Message) -> None:
+        tries.append(message.redelivered)
+        if len(tries) <= 3:
+            raise RuntimeError("database is down")
+
+    await broker.start()
+    await broker.subscribe("notifications", KEY, fails_three_times)
+    await broker.publish(KEY, b"{}", message_id="m-1")  # three pauses of 0.5 s, not 1 + 2 + 4
+    assert tries == [False, True, True, True]
+    await broker.close()
+
+
 async def test_rabbitmq_unreachable_at_start(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="airbourne.broker")
     broker = RabbitBroker(

@@ -70,7 +70,11 @@ class MemoryBroker:
         self._started = False
         self._available = True
         self._up = asyncio.Event()  # set while connected: consumers wait on it
-        self._pauses = Pauses()
+        # A failing handler is tried again at least four times within a publisher's wait:
+        # after an outage of what it needs (the reminder's database), a message is handled
+        # while its publisher still waits, instead of after a pause (up to 30 s) that
+        # outlasts the wait and sends the publisher into its own backoff.
+        self._pauses = Pauses(cap=confirm_seconds / 4)
 
     async def start(self) -> None:
         self._started = True
