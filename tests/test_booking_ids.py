@@ -13,7 +13,7 @@ from databases import Database
 from airbourne import db
 from airbourne.services.booking import SERVICE
 from airbourne.services.booking.ids import BookingIds
-from airbourne.services.booking.schema import id_blocks
+from airbourne.services.booking.schema import bookings, id_blocks
 
 pytestmark = pytest.mark.anyio
 
@@ -59,3 +59,18 @@ async def test_a_database_without_the_counter_says_so(database: Database) -> Non
     await database.execute(id_blocks.delete())
     with pytest.raises(RuntimeError, match="id_blocks has no 'bookings' row"):
         await _take(database, BookingIds())
+
+
+async def test_a_block_starts_after_bookings_numbered_by_something_else(
+    database: Database,
+) -> None:
+    """An older Airbourne run again after a rollback lets the database number bookings,
+    past the counter: the next block starts after them instead of clashing."""
+    now = db.utcnow()
+    row = {"flightId": 1, "userId": 2, "NoOfSeats": 3, "totalCost": 300, "status": "Booked",
+           "createdAt": now, "updatedAt": now}
+    ids = BookingIds(block=10)
+    assert await _take(database, ids) == 1
+    await database.execute(bookings.insert().values(**row, id=57))
+    later = BookingIds(block=10)  # a process started after the rollback
+    assert await _take(database, later) == 58

@@ -7,7 +7,7 @@ trip of its own. With the id known beforehand, the booking, its outbox rows and 
 go in one trip (see `db.Transaction`), and a booking is two trips instead of three.
 
 Each process takes `BLOCK` ids at a time from the `id_blocks` row, a counter that only goes
-up, and gives them out in order. An id is never given out twice, even across processes and
+up (and never starts a block below an id in use), and gives them out in order. An id is never given out twice, even across processes and
 restarts; the rest of a block is skipped when a process stops (a gap, as a rolled-back
 AUTO_INCREMENT leaves). With several processes, ids are not in the order bookings were
 made: lists order by `createdAt`.
@@ -25,11 +25,22 @@ from airbourne import db
 BLOCK = 100
 """Ids drawn at a time: one UPDATE per hundred bookings."""
 
+_AFTER_IN_USE = "(SELECT COALESCE(MAX(id), 0) + 1 FROM bookings)"
+"""A block starts after the last block drawn and after every id in use, should bookings have
+been numbered by something else meanwhile (an older Airbourne, run again after a rollback,
+lets the database number them). MAX(id) reads one end of the primary key."""
+
 _DRAW = {
     # MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) puts the new value in the
     # statement's reply, where an insert id goes (as the flights' seat change does).
-    "mysql": "UPDATE id_blocks SET nextId = LAST_INSERT_ID(nextId + :size) WHERE name = :name",
-    "sqlite": "UPDATE id_blocks SET nextId = nextId + :size WHERE name = :name RETURNING nextId",
+    "mysql": (
+        f"UPDATE id_blocks SET nextId = LAST_INSERT_ID(GREATEST(nextId, {_AFTER_IN_USE}) + :size)"
+        " WHERE name = :name"
+    ),
+    "sqlite": (
+        f"UPDATE id_blocks SET nextId = max(nextId, {_AFTER_IN_USE}) + :size"
+        " WHERE name = :name RETURNING nextId"
+    ),
 }
 
 

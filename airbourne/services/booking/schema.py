@@ -68,9 +68,10 @@ first id not yet given out."""
 async def _start_booking_ids(conn: Connection, dialect_name: str) -> None:
     """Create `id_blocks` and start the bookings' counter after the last id in use.
 
-    Airbourne before this migration let the database number bookings (AUTO_INCREMENT):
-    stop such processes before starting this version on the same database, or both would
-    give out the ids after the last one."""
+    Airbourne before this migration let the database number bookings (AUTO_INCREMENT).
+    Going back to such a version and forward again is safe: a block starts after every id
+    in use. Running both on one database at once is not: the database could number a
+    booking with an id of a block a process has drawn but not yet used."""
     await create_tables(id_blocks)(conn, dialect_name)
     await conn.execute(  # not again if a run stopped after it, before being recorded
         "INSERT INTO id_blocks (name, nextId)"
