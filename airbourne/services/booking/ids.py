@@ -48,6 +48,8 @@ class BookingIds:
     """The ids of one process's bookings on one database."""
 
     def __init__(self, block: int = BLOCK) -> None:
+        if block < 1:
+            raise ValueError(f"a block holds at least one id, not {block}")
         self._block = block
         self._next = self._end = 0
         self._drawing = asyncio.Lock()

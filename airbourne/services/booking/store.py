@@ -53,21 +53,20 @@ async def create_booking(
     """Insert a `Booked` booking and its outbox rows in one transaction: on MySQL in one
     trip, its id drawn beforehand from `ids`."""
     now = db.utcnow()
-    fields = {
-        "flightId": flight_id, "userId": user_id, "NoOfSeats": seats, "totalCost": total_cost,
-        "status": BOOKED,
-    }
-    row = {
-        **fields, "idempotencyKey": idempotency_key, "reservationKey": reservation_key,
-        "createdAt": now, "updatedAt": now,
-    }
     stamp = db.iso(now)
     async with database.connection() as conn:
-        booking_id = await ids.take(conn)
-        booking = {"id": booking_id, **fields, "createdAt": stamp, "updatedAt": stamp}
+        booking = {
+            "id": await ids.take(conn), "flightId": flight_id, "userId": user_id,
+            "NoOfSeats": seats, "totalCost": total_cost, "status": BOOKED,
+            "createdAt": stamp, "updatedAt": stamp,
+        }
+        row = {
+            **booking, "createdAt": now, "updatedAt": now,
+            "idempotencyKey": idempotency_key, "reservationKey": reservation_key,
+        }
         try:
             async with db.transaction(conn) as tx:
-                await tx.insert(bookings, [{"id": booking_id, **row}])
+                await tx.insert(bookings, [row])
                 await outbox.add(tx, messages(booking, now), now)
         except db.IntegrityErrors:
             if idempotency_key is None:
