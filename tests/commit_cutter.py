@@ -58,6 +58,13 @@ class CommitCutter(Relay):
         self.answer_swallowed()  # nothing to wait for: go down now, if asked
         return CUT
 
+    def answer_complete(self, data: bytes, unread: bytearray) -> bool:
+        """Whether the server has answered every statement of the query (several statements
+        in one query get an answer each, which may come in several reads): cutting after
+        the first would let the server stop before its COMMIT."""
+        unread += data
+        return _answer_ends(unread)
+
     def answer_swallowed(self) -> None:
         if self._then_down:
             self._then_down = False
@@ -73,6 +80,51 @@ async def commit_cutter(mysql_url: str) -> AsyncIterator[CommitCutter]:
 
 def _commits(query: str) -> bool:
     return query.endswith("COMMIT")
+
+
+MORE_RESULTS = 0x0008  # the status flag of an OK or EOF packet: another answer follows
+
+
+def _answer_ends(packets: bytearray) -> bool:
+    """Whether `packets` hold the whole answer to a query: results until an OK or EOF
+    without `MORE_RESULTS`, or an error (which ends a query of several statements). A
+    result with rows is a column count, the columns, an EOF, the rows, and an EOF."""
+    columns, rows = 0, False  # inside a result with rows: columns still to come; rows now
+    offset = 0
+    while offset + 4 <= len(packets):
+        length = int.from_bytes(packets[offset : offset + 3], "little")
+        payload = packets[offset + 4 : offset + 4 + length]
+        if len(payload) < length:
+            return False
+        offset += 4 + length
+        eof = payload[:1] == b"\xfe" and length < 9
+        if payload[:1] == b"\xff":
+            return True
+        if columns:
+            columns -= 1
+        elif eof and not rows:
+            rows = True  # the columns' EOF: rows follow
+        elif eof:
+            rows = False  # the rows' EOF
+            if not int.from_bytes(payload[3:5], "little") & MORE_RESULTS:
+                return True
+        elif rows:
+            pass
+        elif payload[:1] == b"\x00":  # an OK
+            if not _ok_status(payload) & MORE_RESULTS:
+                return True
+        else:
+            columns = payload[0]  # a column count (fewer than 251 here)
+    return False
+
+
+def _ok_status(payload: bytes) -> int:
+    """The status flags of an OK packet: after its header and two length-coded integers."""
+    offset = 1
+    for _ in range(2):
+        first = payload[offset]
+        offset += {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1)
+    return int.from_bytes(payload[offset : offset + 2], "little")
 
 
 def _take_queries(packets: bytearray) -> list[str]:

@@ -45,6 +45,11 @@ class Relay:
     def answer_swallowed(self) -> None:
         """Called when a connection is cut after the server's answer."""
 
+    def answer_complete(self, data: bytes, unread: bytearray) -> bool:
+        """Whether `data` from the server completes the answer a cut waits for (here its
+        first bytes do; see `CommitCutter`). `unread` as in `client_sent`."""
+        return True
+
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self.down:
             client_w.close()
@@ -71,8 +76,11 @@ class Relay:
                 await server_w.drain()
 
         async def downstream() -> None:
+            unread = bytearray()
             while data := await server_r.read(65536):
                 if swallow.is_set():
+                    if not self.answer_complete(data, unread):
+                        continue  # the server is still answering: the cut waits for all of it
                     self.answer_swallowed()
                     return
                 client_w.write(data)
