@@ -358,8 +358,7 @@ class Transaction:
 
     async def _rollback(self) -> None:
         if self._sent:
-            with contextlib.suppress(Exception):  # a broken connection: the error is the news
-                await _send(self._raw, ["ROLLBACK"], owed=False)
+            await _rollback(self._raw)
 
 
 _open: dict[int, Transaction] = {}
@@ -389,10 +388,7 @@ async def transaction(conn: Connection) -> AsyncIterator[Transaction]:
     """
     raw = conn.raw_connection
     sqlite = isinstance(raw, aiosqlite.Connection)
-    nested = raw.in_transaction if sqlite else id(raw) in _open or raw.get_transaction_status()
-    if nested:
-        # A second BEGIN would fail on SQLite, and on MySQL silently commit the first.
-        raise RuntimeError("db.transaction does not nest: this connection is in one already")
+    _refuse_nesting(raw)
     tx = Transaction(raw)
     if sqlite:
         await raw.execute("BEGIN")
@@ -414,6 +410,55 @@ async def transaction(conn: Connection) -> AsyncIterator[Transaction]:
         await tx._commit()
     finally:
         del _open[id(raw)]
+
+
+async def _rollback(raw: Any) -> None:
+    """ROLLBACK on a MySQL connection; on a broken one, nothing (the error is the news)."""
+    with contextlib.suppress(Exception):
+        await _send(raw, ["ROLLBACK"], owed=False)
+
+
+def _refuse_nesting(raw: Any) -> None:
+    """A second BEGIN would fail on SQLite, and on MySQL silently commit the first."""
+    if isinstance(raw, aiosqlite.Connection):
+        nested = raw.in_transaction
+    else:
+        nested = id(raw) in _open or raw.get_transaction_status()
+    if nested:
+        raise RuntimeError("db.transaction does not nest: this connection is in one already")
+
+
+async def run_in_transaction(
+    conn: Connection,
+    statements: Sequence[str],
+    values: Mapping[str, Any],
+    then: str,
+    times: Sequence[str] = (),
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """Run `statements` as one transaction, then the SELECT `then`, all with the same
+    `values`: what `run` returns for each statement, and the rows of `then`.
+
+    On MySQL the BEGIN, the statements, the COMMIT and the SELECT go to the server as one
+    query, one trip, so a later statement cannot depend on an earlier one's outcome in
+    Python, only in SQL (`ROW_COUNT()`). A statement the server refuses stops the query
+    there: the transaction is rolled back and the error raised. A connection that breaks
+    before the answer (`answer_lost`) raises as it came: the server may have committed.
+    """
+    raw = conn.raw_connection
+    if isinstance(raw, aiosqlite.Connection):
+        async with transaction(conn):
+            outcomes = [await run(conn, sql, values) for sql in statements]
+        return outcomes, await fetch_all(conn, then, values, times)
+    _refuse_nesting(raw)
+    sent = ["BEGIN", *(_render(raw, sql, values) for sql in statements), "COMMIT"]
+    try:
+        results = await _send(raw, [*sent, _render(raw, then, values)], owed=False)
+    except pymysql.err.MySQLError as exc:
+        if _server_refused(exc):
+            await _rollback(raw)
+        raise
+    outcomes = [outcome for outcome, _ in results[1 : len(statements) + 1]]
+    return outcomes, _as_times(results[-1][1], times)
 
 
 async def _send(

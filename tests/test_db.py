@@ -1,4 +1,5 @@
-"""`db.transaction`: what it commits and what it rolls back, on both databases."""
+"""`db.transaction` and `db.run_in_transaction`: what they commit and what they roll back,
+on both databases."""
 
 from __future__ import annotations
 
@@ -153,3 +154,49 @@ async def test_statements_mixed_in_a_transaction_all_commit(database) -> None:
         rows = await db.fetch_all(conn, "SELECT body FROM outbox WHERE messageId = :id", {"id": "d"})
     assert await ids(database) == ["a", "b", "c", "d"]
     assert rows == [{"body": odd}]
+
+
+async def test_run_in_transaction_commits_its_statements_then_reads(database) -> None:
+    """The statements, the COMMIT and the read in one trip on MySQL: each statement's
+    outcome, and rows that see what they committed."""
+    now = db.utcnow()
+    bump = "UPDATE outbox SET attempts = attempts + 1 WHERE messageId = :id"
+    async with database.connection() as conn:
+        outcomes, rows = await db.run_in_transaction(
+            conn, [INSERT, bump, bump.replace(":id", "'nobody'")], {"id": "a", "now": now},
+            "SELECT messageId, attempts, createdAt FROM outbox WHERE messageId = :id",
+            times=("createdAt",),
+        )
+    assert [outcome.rowcount for outcome in outcomes] == [1, 1, 0]
+    assert [(row["messageId"], row["attempts"]) for row in rows] == [("a", 1)]
+    assert isinstance(rows[0]["createdAt"], datetime)
+    assert await ids(database) == ["a"]
+
+
+async def test_run_in_transaction_rolls_back_every_statement_a_refusal_follows(database) -> None:
+    """A duplicate in the second statement: the first is rolled back with it, and the
+    connection takes the next transaction as if nothing had happened."""
+    now = db.utcnow()
+    async with database.connection() as conn:
+        await db.run(conn, INSERT, {"id": "a", "now": now})
+        second = INSERT.replace(":id", "'a'")
+        with pytest.raises(db.IntegrityErrors):
+            await db.run_in_transaction(
+                conn, [INSERT, second], {"id": "b", "now": now}, "SELECT 1 AS one", ()
+            )
+        _, rows = await db.run_in_transaction(
+            conn, [INSERT], {"id": "c", "now": now}, "SELECT 1 AS one", ()
+        )
+    assert rows == [{"one": 1}]
+    assert await ids(database) == ["a", "c"]
+
+
+async def test_run_in_transaction_inside_a_transaction_is_refused(database) -> None:
+    async with database.connection() as conn:
+        with pytest.raises(RuntimeError, match="does not nest"):
+            async with db.transaction(conn):
+                await db.run(conn, INSERT, {"id": "a", "now": db.utcnow()})
+                await db.run_in_transaction(
+                    conn, [INSERT], {"id": "b", "now": db.utcnow()}, "SELECT 1 AS one"
+                )
+    assert await ids(database) == []

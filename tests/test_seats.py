@@ -13,9 +13,12 @@ from typing import AsyncIterator, Awaitable
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from airbourne import db
 from airbourne.runtime import Runtime
 from airbourne.services.flights import SERVICE, store
+from airbourne.services.flights.schema import HELD, reservations
 from booking_support import create_flight, free_seats
 from support import client, make_config, started
 
@@ -78,6 +81,37 @@ async def test_concurrent_store_calls_never_oversell(runtime: Runtime) -> None:
         store.Reservation: 15, store.NotEnoughSeats: 25,
     }
     assert await free_seats(runtime, flight["id"]) == 0
+
+
+@pytest.mark.mysql
+async def test_keyed_store_calls_record_what_they_took(tmp_path: Path, mysql_url: str) -> None:
+    """The booking's path on MariaDB: each seat change recorded under its key in the same
+    transaction, so that a lost answer can be undone by the key. Concurrent calls record
+    exactly the seats each took, each sees its own decrement, the refused record nothing,
+    and a key used before takes nothing more."""
+    async with started(make_config(tmp_path, mysql_url), [SERVICE]) as runtime:
+        database = runtime.database("flights")
+        flight = await create_flight(runtime, capacity=30)
+        other = await create_flight(runtime, capacity=5)
+
+        results = await asyncio.gather(
+            *(store.reserve_seats(database, flight["id"], 2, f"k{n}") for n in range(40)),
+            return_exceptions=True,
+        )
+
+        made = [result for result in results if isinstance(result, store.Reservation)]
+        assert Counter(type(result) for result in results) == {
+            store.Reservation: 15, store.NotEnoughSeats: 25,
+        }
+        assert sorted(reservation.total_seats for reservation in made) == list(range(0, 30, 2))
+        rows = await database.fetch_all(sa.select(reservations))
+        recorded = {(row["id"], row["flightId"], row["seats"], row["status"]) for row in rows}
+        assert recorded == {(r.key, flight["id"], 2, HELD) for r in made}
+        assert await free_seats(runtime, flight["id"]) == 0
+
+        with pytest.raises(db.IntegrityErrors):
+            await store.reserve_seats(database, other["id"], 1, made[0].key)
+        assert await free_seats(runtime, other["id"]) == 5
 
 
 async def test_reserve_and_release_round_trip(runtime: Runtime, api: httpx.AsyncClient) -> None:
@@ -165,6 +199,9 @@ async def test_store_functions(runtime: Runtime) -> None:
     for function in (store.reserve_seats, store.release_seats):
         with pytest.raises(ValueError):
             await function(database, flight["id"], 0)
+    if db.is_sqlite(database):  # a key goes with the seat change on a database server only
+        with pytest.raises(ValueError):
+            await store.reserve_seats(database, flight["id"], 1, "key")
     assert await free_seats(runtime, flight["id"]) == 4
 
 

@@ -25,10 +25,11 @@ def _relays(query: str) -> bool:
 
 
 async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: str) -> None:
-    """The seat change with the read of the flight; BEGIN, the booking's INSERT, its outbox
-    rows and the COMMIT. It took six before the statements went together, and three while
-    the database numbered bookings (the INSERT's id was needed for the outbox rows). The
-    first booking of a process also draws a block of ids: one trip per hundred bookings."""
+    """The seat change with the record of its key and the read of the flight; BEGIN, the
+    booking's INSERT, its outbox rows and the COMMIT. It took six before the statements went
+    together, and three while the database numbered bookings (the INSERT's id was needed for
+    the outbox rows). The first booking of a process also draws a block of ids: one trip per
+    hundred bookings."""
     async with commit_cutter(mysql_url) as relay:
         async with booking_runtime(tmp_path, relay.url(mysql_url)) as (runtime, http):
             flight = await create_flight(runtime, capacity=10, price=100)
@@ -45,7 +46,10 @@ async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: s
     assert len(first) == 3 and first[1].startswith("UPDATE id_blocks "), first
     assert len(second) == 2, second
     seats, booking = second
-    assert re.fullmatch(r"UPDATE flights .*; SELECT .* FROM flights WHERE id = \d+", seats)
+    # the seat change recorded under the booking's key, committed, and the flight read
+    assert re.fullmatch(r"BEGIN; INSERT INTO reservations .*; UPDATE flights .*;"
+                        r" DELETE FROM reservations .*; COMMIT; SELECT .* FROM flights"
+                        r" WHERE id = \d+", seats)
     # two outbox rows
     assert re.fullmatch(r"BEGIN; INSERT INTO bookings .*; INSERT INTO outbox .*\), \(.*; COMMIT",
                         booking, re.S)

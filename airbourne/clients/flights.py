@@ -8,7 +8,6 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -16,7 +15,7 @@ import aiohttp
 from databases import Database
 
 from airbourne import db
-from airbourne.clients.errors import TIMEOUT_SECONDS, call, unexpected
+from airbourne.clients.errors import TIMEOUT_SECONDS, ServiceUnavailable, call, unexpected
 from airbourne.runtime import Runtime
 from airbourne.services.flights import store
 from airbourne.services.flights.schema import flights
@@ -34,18 +33,15 @@ __all__ = [
 ]
 
 
-logger = logging.getLogger("airbourne.clients.flights")
-
-
 class FlightsClient(Protocol):
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
         """Take `seats` free seats of the flight at once, or none.
 
-        `key` names the reservation where its outcome can be lost on the way (over HTTP):
-        the returned `Reservation.key` is then `key`, and `release_reservation(..., key)`
-        undoes it even after a call that raised `ServiceUnavailable`. In this process nothing
-        is recorded and `Reservation.key` is None: the outcome is known unless the connection
-        to the database breaks while the change is out (see `LocalFlights.reserve_seats`)."""
+        `key` names the reservation where its outcome can be lost on the way (over HTTP, or
+        to a database server): the returned `Reservation.key` is then `key`, and
+        `release_reservation(..., key)` undoes it even after a call that raised
+        `ServiceUnavailable`. Where the outcome cannot be lost (a SQLite file in this
+        process) nothing is recorded and `Reservation.key` is None."""
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
         """Give `seats` back; returns the flight's free seats. Raises `TooManySeatsReleased`
@@ -69,18 +65,21 @@ class LocalFlights:
         self.database = database
 
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
-        """No key is recorded (it would cost every booking a statement and a row). The one
-        outcome that is lost, a connection that breaks while the seat change is out, is
-        logged with what an operator needs to give the seats back if they were taken."""
-        try:
+        """On a database server the seats are recorded under `key` in the same trip (a row
+        per booking): the connection may break while the change is out, and then the
+        caller gives back under the key whatever it did (`ServiceUnavailable` with
+        `maybe_done`, as over HTTP). A SQLite file in this process answers or raises, so
+        there no key is recorded."""
+        if db.is_sqlite(self.database):
             return await store.reserve_seats(self.database, flight_id, seats)
+        try:
+            return await store.reserve_seats_once(self.database, key, flight_id, seats)
         except Exception as exc:
             if db.answer_lost(exc):
-                logger.error(
-                    "flight %d: no answer to taking %d seats (%s): if the database took them,"
-                    " no booking holds them; compare totalSeats with the flight's bookings",
-                    flight_id, seats, exc,
-                )
+                raise ServiceUnavailable(
+                    "flights", "the connection to its database broke while taking the seats",
+                    maybe_done=True,
+                ) from exc
             raise
 
     async def release_seats(self, flight_id: int, seats: int) -> int:

@@ -85,11 +85,13 @@ reservations = sa.Table(
     timestamp_column("createdAt", nullable=False),
     timestamp_column("updatedAt", nullable=False),
 )
-"""Seat changes under a caller's key. A reservation is `HELD` until released, then
-`RELEASED`. A release that arrives before its reservation (or instead of it) leaves a
-`RELEASED` row of 0 seats, so the reservation, if it comes later, takes nothing. Seats given
-back once per key (`release_seats_once`) leave a `RELEASED` row of those seats. No foreign
-key: a flight may still be deleted, as with bookings, which live in another service."""
+"""Seat changes under a caller's key: a booking's over HTTP, and on MySQL every booking's
+(`store.reserve_seats` records it in the same trip). A reservation is `HELD` until
+released, then `RELEASED`. A release that arrives before its reservation (or instead of
+it) leaves a `RELEASED` row of 0 seats, so the reservation, if it comes later, takes
+nothing. Seats given back once per key (`release_seats_once`) leave a `RELEASED` row of
+those seats. No foreign key: a flight may still be deleted, as with bookings, which live in
+another service."""
 
 MIGRATIONS = [
     Migration(1, "cities, airplanes, airports and flights",

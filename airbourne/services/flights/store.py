@@ -259,17 +259,21 @@ def _seat_update(dialect: str, change: tuple[str, str]) -> str:
     return f"{sql} RETURNING {_SEATS_COLUMNS}" if dialect == "sqlite" else sql
 
 
-async def reserve_seats(database: Database, flight_id: int, seats: int) -> Reservation:
-    """Take `seats` free seats of a flight, all or none.
+async def reserve_seats(
+    database: Database, flight_id: int, seats: int, key: str | None = None
+) -> Reservation:
+    """Take `seats` free seats of a flight, all or none; with `key` (MySQL only), record
+    them as `HELD` under it in the same transaction and the same trip to the server.
 
-    Raises `FlightNotFound` or `NotEnoughSeats` (a `Conflict`).
+    Raises `FlightNotFound` or `NotEnoughSeats` (a `Conflict`), and with `key` an
+    `IntegrityError` for a key recorded before (nothing is taken).
     """
-    changed, flight = await _change_seats(database, _TAKE, flight_id, seats)
+    changed, flight = await _change_seats(database, _TAKE, flight_id, seats, key)
     if flight is None:
         raise FlightNotFound(flight_id)
     if not changed:
         raise NotEnoughSeats(flight_id, seats, flight["totalSeats"])
-    return _reservation(flight_id, seats, flight)
+    return _reservation(flight_id, seats, flight, key)
 
 
 def _reservation(
@@ -302,7 +306,13 @@ async def reserve_seats_once(
     same key again takes nothing more and answers the same reservation, and
     `release_reservation(key)` undoes it whether it was made, is still on its way, or never
     comes. Raises as `reserve_seats` does, and `ReservationReleased` for a released key.
+
+    On MySQL a new key, the common case, takes one trip (`reserve_seats` with the key); a
+    key recorded before is then looked at as on SQLite.
     """
+    if not db.is_sqlite(database):
+        with contextlib.suppress(*db.IntegrityErrors):  # a retry, or a release came first
+            return await reserve_seats(database, flight_id, seats, key)
     async with database.connection() as conn:
         async with db.transaction(conn):
             earlier = await _record_key(conn, key, flight_id, seats, HELD)
@@ -401,11 +411,12 @@ async def release_seats(database: Database, flight_id: int, seats: int) -> int:
 
 
 async def _change_seats(
-    database: Database, change: tuple[str, str], flight_id: int, seats: int
+    database: Database, change: tuple[str, str], flight_id: int, seats: int,
+    key: str | None = None,
 ) -> tuple[bool, dict[str, Any] | None]:
     """Run a conditional seat change; whether it matched, and the flight as it left it (its
-    free seats are the ones this change left, not a later booking's). Plain SQL and no
-    transaction: this runs for every booking.
+    free seats are the ones this change left, not a later booking's). Plain SQL, and no
+    transaction unless the change is recorded under `key`: this runs for every booking.
     """
     if seats < 1:
         raise ValueError(f"seats must be a positive integer, got {seats}")
@@ -413,19 +424,44 @@ async def _change_seats(
     update = _seat_update(database.url.dialect, change)
     times = ("departureTime",)
     async with database.connection() as conn:
+        if key is not None:
+            if db.is_sqlite(database):
+                raise ValueError("a key is recorded in one trip on MySQL only")
+            statements = [_RECORD, update, _FORGET_IF_NOT_TAKEN]
+            values.update(key=key, held=HELD)
+            (_, outcome, _), rows = await db.run_in_transaction(
+                conn, statements, values, _SEATS_READ, times
+            )
+            return _matched(outcome, rows)
         if db.is_sqlite(database):
             flight = await db.fetch_one(conn, update, values, times)
             if flight is not None:
                 return True, flight
         else:  # the UPDATE and the read of the flight in one trip
             outcome, rows = await db.run_then_fetch(conn, update, _SEATS_READ, values, times)
-            flight = rows[0] if rows else None
-            if outcome.rowcount == 1:
-                if flight is not None:
-                    flight["totalSeats"] = outcome.lastrowid  # what this UPDATE left
-                return True, flight
-            return False, flight
+            return _matched(outcome, rows)
         return False, await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
 
 
+def _matched(outcome: db.Outcome, rows: list[dict[str, Any]]) -> tuple[bool, dict[str, Any] | None]:
+    """MySQL: what `_change_seats` returns, from its UPDATE's outcome and the flight read
+    after it (whose free seats may already be a later booking's)."""
+    flight = rows[0] if rows else None
+    if outcome.rowcount != 1:
+        return False, flight
+    if flight is not None:
+        flight["totalSeats"] = outcome.lastrowid  # what this UPDATE left
+    return True, flight
+
+
 _SEATS_READ = f"SELECT {_SEATS_COLUMNS} FROM flights WHERE id = :id"
+_RECORD = (
+    "INSERT INTO reservations (id, flightId, seats, status, createdAt, updatedAt)"
+    " VALUES (:key, :id, :seats, :held, :now, :now)"
+)
+_FORGET_IF_NOT_TAKEN = "DELETE FROM reservations WHERE id = :key AND ROW_COUNT() = 0"
+"""A keyed seat change is its record, the UPDATE, and this, in one transaction: the record
+is deleted again if the UPDATE took nothing (`ROW_COUNT()`, the rows the statement before
+matched). The record goes first, as in `release_reservation` and `reserve_seats_once`:
+a reservation and the release of its key lock the key's row and then the flight's in the
+same order, so when they race one waits for the other instead of both deadlocking."""
