@@ -48,6 +48,7 @@ BOUNDS: dict[str, tuple[float, str]] = {
     "booking.outbox_interval_seconds": (0, "positive"),
     "booking.outbox_keep_days": (0, "positive"),
     "reminder.ticket_keep_days": (0, "positive"),
+    "flights.reservation_keep_days": (0, "positive"),
     "reminder.send_interval_seconds": (0, "positive"),
     "server.keep_alive_seconds": (0, "positive"),
     "broker.reconnect_max_seconds": (0, "positive"),

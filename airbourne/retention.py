@@ -21,10 +21,17 @@ BATCH = 10_000
 
 
 async def delete_done(
-    database: Database, table: str, done: str, values: Mapping[str, Any], batch: int = BATCH
+    database: Database,
+    table: str,
+    done: str,
+    values: Mapping[str, Any],
+    batch: int = BATCH,
+    below_every_id: int | str = 0,
 ) -> int:
     """Delete the rows of `table` for which the SQL condition `done` holds, `batch` at a
-    time in order of their integer `id`; returns how many were deleted.
+    time in order of their `id`; returns how many were deleted. `below_every_id` is less
+    than any id: 0 for positive integers, "" for text (MySQL would compare text with 0 as
+    a number).
 
     Each round finds the highest id among the `batch` oldest such rows and deletes those up
     to it (a DELETE with LIMIT, or a LIMIT inside IN, is refused by SQLite or MariaDB). Both
@@ -37,7 +44,7 @@ async def delete_done(
         f" WHERE id > :after AND {done} ORDER BY id LIMIT :batch) AS oldest"
     )
     delete = f"DELETE FROM {table} WHERE id > :after AND id <= :edge AND {done}"
-    values = {**values, "batch": batch, "after": 0}
+    values = {**values, "batch": batch, "after": below_every_id}
     deleted = 0
     async with database.connection() as conn:
         while True:

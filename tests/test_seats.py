@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from airbourne import db
 from airbourne.runtime import Runtime
 from airbourne.services.flights import SERVICE, store
-from airbourne.services.flights.schema import HELD, reservations
-from booking_support import create_flight, free_seats
+from airbourne.services.flights.schema import HELD, flights, reservations
+from booking_support import create_flight, eventually, free_seats
 from support import client, make_config, started
 
 pytestmark = pytest.mark.anyio
@@ -290,6 +290,61 @@ async def test_racing_reservations_and_releases_of_one_key_end_with_the_seats_fr
     await asyncio.gather(*(attempt(call) for call in calls))  # any other error fails
 
     assert await free_seats(runtime, flight["id"]) == 100
+
+
+async def test_reservations_no_caller_needs_are_pruned(runtime: Runtime) -> None:
+    """Released ones once old enough, and any of a flight departed long enough ago or
+    deleted; held ones of flights to come stay whatever their age (cancelling gives their
+    seats back by the key), and so do recent releases (a late call under the key finds
+    them). Several small batches walk the text keys in order."""
+    database = runtime.database("flights")
+    to_come = await create_flight(runtime, capacity=100)
+    departed = await create_flight(runtime, departure="2020-01-01T10:00:00Z",
+                                   arrival="2020-01-01T12:00:00Z")
+    recently = await create_flight(runtime, departure="2026-01-10T10:00:00Z",
+                                   arrival="2026-01-10T12:00:00Z")
+    deleted = await create_flight(runtime)
+    for key, flight in [("a-held", to_come), ("b-old-release", to_come),
+                        ("c-new-release", to_come), ("d-departed", departed),
+                        ("e-recently", recently), ("f-deleted", deleted)]:
+        await store.reserve_seats_once(database, key, flight["id"], 1)
+    for key, flight in [("b-old-release", to_come), ("c-new-release", to_come)]:
+        await store.release_reservation(database, key, flight["id"])
+    await database.execute(sa.delete(flights).where(flights.c.id == deleted["id"]))
+    cutoff = datetime(2026, 1, 1)
+    touched_long_ago = {"createdAt": datetime(2025, 1, 1), "updatedAt": datetime(2025, 1, 1)}
+    await database.execute(  # every row is old, but only some are done
+        sa.update(reservations).where(reservations.c.id != "c-new-release")
+        .values(**touched_long_ago)
+    )
+
+    assert await store.prune_reservations(database, cutoff, batch=1) == 3
+    rows = await database.fetch_all(sa.select(reservations.c.id).order_by(reservations.c.id))
+    assert [row["id"] for row in rows] == ["a-held", "c-new-release", "e-recently"]
+    assert await store.prune_reservations(database, cutoff, batch=1) == 0
+
+    assert await store.release_reservation(database, "a-held", to_come["id"]) == (1, 100)
+
+
+async def test_the_flights_service_prunes_reservations_as_it_starts(tmp_path: Path) -> None:
+    """The hourly job runs once at start: a reservation released long ago is gone after a
+    restart, a held one is not."""
+    config = make_config(tmp_path)
+    async with started(config, [SERVICE]) as runtime:
+        database = runtime.database("flights")
+        flight = await create_flight(runtime)
+        for key in ("held", "released"):
+            await store.reserve_seats_once(database, key, flight["id"], 1)
+        await store.release_reservation(database, "released", flight["id"])
+        long_ago = datetime(2020, 1, 1)
+        await database.execute(sa.update(reservations).values(updatedAt=long_ago))
+    async with started(config, [SERVICE]) as runtime:
+        query = sa.select(reservations.c.id)
+        await eventually(lambda: _ids_are(runtime.database("flights"), query, ["held"]))
+
+
+async def _ids_are(database, query, ids: list[str]) -> bool:
+    return [row["id"] for row in await database.fetch_all(query)] == ids
 
 
 async def test_keyed_reserve_and_release_over_http(

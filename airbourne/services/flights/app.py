@@ -11,8 +11,10 @@ takes that airplane's capacity.
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from airbourne import db, validate
+from airbourne import db, retention, validate
 from airbourne.http import (
     ApiError, bad_request, created, exception_handlers, failure, ok, read_json,
 )
@@ -35,6 +37,8 @@ from airbourne.validate import MISSING
 
 if TYPE_CHECKING:
     from airbourne.runtime import Runtime
+
+logger = logging.getLogger("airbourne.flights")
 
 MAX_CAPACITY = 1_000_000
 MAX_PAGE = 1000
@@ -71,6 +75,20 @@ def create_app(runtime: Runtime) -> Starlette:
     app = Starlette(routes=[Mount("/api/v1", routes=routes)], exception_handlers=handlers)
     app.state.database = runtime.database("flights")
     return app
+
+
+async def prune_periodically(runtime: Runtime) -> None:
+    """Every hour, delete the reservations released, or of flights departed or deleted,
+    more than `flights.reservation_keep_days` ago (`store.prune_reservations`): on MySQL
+    every booking records one, so the table would otherwise grow as fast as bookings do."""
+    database = runtime.database("flights")
+    keep = timedelta(days=runtime.config["flights"]["reservation_keep_days"])
+
+    async def delete() -> int:
+        return await store.prune_reservations(database, db.utcnow() - keep)
+
+    what = f"reservations released, or of flights gone, more than {keep} ago"
+    await retention.every_hour(what, delete, logger)
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:

@@ -23,7 +23,7 @@ from databases import Database
 from databases.core import Connection
 from databases.interfaces import Record
 
-from airbourne import db
+from airbourne import db, retention
 from airbourne.services.flights.schema import (
     HELD, RELEASED, airplanes, airports, cities, flights, reservations,
 )
@@ -373,13 +373,15 @@ async def _record_key(
     now = db.utcnow()
     row = {"id": key, "flightId": flight_id, "seats": seats, "status": status,
            "createdAt": now, "updatedAt": now}
-    try:
-        await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
-        return None
-    except db.IntegrityErrors:
-        earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
-        assert earlier is not None  # rows are never deleted
-        return earlier
+    while True:
+        try:
+            await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
+            return None
+        except db.IntegrityErrors:
+            earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
+            if earlier is not None:
+                return earlier
+            # pruned in between (`prune_reservations`): the key is new again
 
 
 async def _seats_of(conn: Connection, flight_id: int) -> dict[str, Any]:
@@ -465,3 +467,28 @@ is deleted again if the UPDATE took nothing (`ROW_COUNT()`, the rows the stateme
 matched). The record goes first, as in `release_reservation` and `reserve_seats_once`:
 a reservation and the release of its key lock the key's row and then the flight's in the
 same order, so when they race one waits for the other instead of both deadlocking."""
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+async def prune_reservations(
+    database: Database, before: datetime, batch: int = retention.BATCH
+) -> int:
+    """Delete the reservations no caller can need any more; returns how many were deleted.
+
+    A released one once it was released before `before`: until then a reservation
+    arriving late under its key must find it (and take nothing), and a release sent again
+    must find it (and give nothing more). Any reservation of a flight that departed before
+    `before`, or was deleted: its booking may still be cancelled, but the seats of a flight
+    gone no longer matter. Held reservations of flights still to come are kept, so that
+    cancelling a booking gives its seats back by its key.
+    """
+    done = (
+        "((status = :released AND updatedAt < :before) OR NOT EXISTS (SELECT 1 FROM flights"
+        " WHERE flights.id = reservations.flightId AND flights.departureTime >= :before))"
+    )
+    values = {"released": RELEASED, "before": before}
+    return await retention.delete_done(
+        database, "reservations", done, values, batch, below_every_id=""
+    )
