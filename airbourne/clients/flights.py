@@ -75,7 +75,7 @@ class LocalFlights:
         try:
             return await store.reserve_seats_once(self.database, key, flight_id, seats)
         except Exception as exc:
-            if db.answer_lost(exc):
+            if db.answer_lost(exc) or isinstance(exc, db.CommitUnknown):
                 raise ServiceUnavailable(
                     "flights", "the connection to its database broke while taking the seats",
                     maybe_done=True,

@@ -373,15 +373,14 @@ async def _record_key(
     now = db.utcnow()
     row = {"id": key, "flightId": flight_id, "seats": seats, "status": status,
            "createdAt": now, "updatedAt": now}
-    while True:
-        try:
-            await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
-            return None
-        except db.IntegrityErrors:
-            earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
-            if earlier is not None:
-                return earlier
-            # pruned in between (`prune_reservations`): the key is new again
+    try:
+        await db.run(conn, db.insert_sql(reservations, tuple(row)), row)
+        return None
+    except db.IntegrityErrors:
+        earlier = await db.fetch_one(conn, _RESERVATION_READ, {"key": key})
+        if earlier is None:  # deleted in between by `prune_reservations`: a key long unused
+            raise Conflict(f"reservation {key} was being deleted as old; try again") from None
+        return earlier
 
 
 async def _seats_of(conn: Connection, flight_id: int) -> dict[str, Any]:
@@ -445,7 +444,9 @@ async def _change_seats(
         return False, await db.fetch_one(conn, _SEATS_READ, {"id": flight_id}, times)
 
 
-def _matched(outcome: db.Outcome, rows: list[dict[str, Any]]) -> tuple[bool, dict[str, Any] | None]:
+def _matched(
+    outcome: db.Outcome, rows: list[dict[str, Any]]
+) -> tuple[bool, dict[str, Any] | None]:
     """MySQL: what `_change_seats` returns, from its UPDATE's outcome and the flight read
     after it (whose free seats may already be a later booking's)."""
     flight = rows[0] if rows else None
