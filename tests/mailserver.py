@@ -19,6 +19,8 @@ class Received:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    tls: bool = False
+    """Whether the message came over TLS (STARTTLS, or TLS from the first byte)."""
 
     @property
     def body(self) -> str:
@@ -83,5 +85,6 @@ class MailServer:
         finally:
             self.in_flight -= 1
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls))
         return "250 Message accepted"

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import AuthResult
 from airbourne.config import ConfigError
 from airbourne.mail.base import POLICY
 from airbourne.mail import MailError, OutboxMailer, SmtpMailer, compose, is_address, mailer_from_config
+from certificates import make_certificates
 from mailserver import MailServer
 from support import free_port, make_config
 
@@ -175,6 +176,26 @@ async def test_smtp_logs_in_with_the_configured_user():
     assert len(server.received) == 1
 
 
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_smtp_over_tls_checks_the_servers_certificate(tmp_path, security):
+    """The server's certificate is signed by a CA of the test's own: trusted through
+    `ca_file`, the message goes over TLS; with the system's CAs the connection is refused,
+    as it must be for a certificate nobody vouches for."""
+    certificates = make_certificates(tmp_path)
+    if security == "starttls":  # plain at first; the server refuses mail until STARTTLS
+        options = {"tls_context": certificates.server, "require_starttls": True}
+    else:
+        options = {"ssl_context": certificates.server}
+    with MailServer(**options) as server:
+        trusting = SmtpMailer("127.0.0.1", server.port, security=security,
+                              ca_file=str(certificates.ca_file))
+        await trusting.send(reminder_email())
+        await trusting.close()
+        with pytest.raises(MailError, match="(?i)certificate"):
+            await SmtpMailer("127.0.0.1", server.port, security=security).send(reminder_email())
+    assert [received.tls for received in server.received] == [True]
+
+
 def test_transport_from_settings(tmp_path):
     outbox = mailer_from_config(make_config(tmp_path))
     assert isinstance(outbox, OutboxMailer)
@@ -195,6 +216,10 @@ def test_transport_from_settings(tmp_path):
         ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_PORT": "0"}, "mail.smtp_port"),
         ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_USER": "ada"}, "mail.smtp_user"),
         ({"AIRBOURNE_MAIL_FROM_ADDRESS": "nobody"}, "mail.from_address"),
+        ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_SECURITY": "tls",
+          "AIRBOURNE_MAIL_SMTP_CA_FILE": "/nowhere/ca.pem"}, "mail.smtp_ca_file"),
+        ({"AIRBOURNE_MAIL_TRANSPORT": "smtp", "AIRBOURNE_MAIL_SMTP_CA_FILE": __file__},
+         "mail.smtp_ca_file"),
     ],
 )
 def test_settings_that_cannot_work_are_a_config_error(tmp_path, environ, problem):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.utils import parseaddr
+from pathlib import Path
 
 from airbourne.config import Config, ConfigError
 from airbourne.mail.base import Mailer, MailError, compose, is_address
@@ -41,6 +42,11 @@ def mailer_from_config(config: Config) -> Mailer:
         raise ConfigError(f"mail.smtp_port must be between 1 and 65535, got {settings['smtp_port']}")
     if bool(settings["smtp_user"]) != bool(settings["smtp_password"]):
         raise ConfigError("mail.smtp_user and mail.smtp_password must be set together")
+    ca_file = settings["smtp_ca_file"]
+    if ca_file and settings["smtp_security"] == "none":
+        raise ConfigError("mail.smtp_ca_file is set but mail.smtp_security is 'none': no TLS")
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"mail.smtp_ca_file: no such file {ca_file!r}")
     return SmtpMailer(
         settings["smtp_host"],
         settings["smtp_port"],
@@ -48,4 +54,5 @@ def mailer_from_config(config: Config) -> Mailer:
         user=settings["smtp_user"],
         password=settings["smtp_password"],
         timeout=settings["smtp_timeout_seconds"],
+        ca_file=ca_file,
     )

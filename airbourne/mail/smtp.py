@@ -33,6 +33,7 @@ class SmtpMailer:
         user: str = "",
         password: str = "",
         timeout: float = 10.0,
+        ca_file: str = "",
     ) -> None:
         if security not in SECURITY:
             raise ValueError(f"security must be one of {', '.join(SECURITY)}, got {security!r}")
@@ -42,6 +43,9 @@ class SmtpMailer:
         self.user = user
         self.password = password
         self.timeout = timeout
+        self.ca_file = ca_file
+        """PEM file of the certificate authorities the server's certificate must chain to;
+        empty: the system's. Either way the certificate and its host name are checked."""
         self._idle: list[aiosmtplib.SMTP] = []
 
     async def send(self, message: Message) -> None:
@@ -71,6 +75,7 @@ class SmtpMailer:
             username=self.user or None,
             password=self.password or None,
             timeout=self.timeout,
+            cert_bundle=self.ca_file or None,
         )
         try:
             await client.connect()
