@@ -1,6 +1,7 @@
-"""The booking write path as the services run it: take seats on a flight (the flights
-service's `reserve_seats`), then write the booking and its outbox rows in one transaction
-(the booking service's `create_booking`), on SQLite or MySQL. No HTTP, no broker.
+"""The booking write path as the services run it: take seats on a flight as the booking
+service does in one process (`LocalFlights.reserve_seats`: on MySQL recorded under a key in
+the same trip), then write the booking and its outbox rows in one transaction (the booking
+service's `create_booking`), on SQLite or MySQL. No HTTP, no broker.
 
     python -m bench.hotpaths.database --seconds 5 --concurrency 16
     python -m bench.hotpaths.database --db mysql://root@127.0.0.1:3306 --profile db.html
@@ -24,6 +25,8 @@ from databases import Database
 from databases.core import DatabaseURL
 
 from airbourne import db
+from airbourne.clients.flights import LocalFlights
+from airbourne.ids import unique_hex
 from airbourne.service import Service
 from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking import store as booking_store
@@ -32,7 +35,9 @@ from airbourne.services.booking.notifications import Notifications
 from airbourne.services.booking.schema import bookings, outbox
 from airbourne.services.flights import SERVICE as FLIGHTS
 from airbourne.services.flights import store as flights_store
-from airbourne.services.flights.schema import airplanes, airports, cities, flights
+from airbourne.services.flights.schema import (
+    airplanes, airports, cities, flights, reservations,
+)
 from bench.hotpaths import common
 
 CAPACITY = 2_000_000_000
@@ -122,11 +127,12 @@ async def measure(args: argparse.Namespace) -> None:
     async with databases(args.db) as (flights_db, booking_db):
         flight_id = await create_flight(flights_db)
         ids = BookingIds()
+        seats = LocalFlights(flights_db)
         booked = 0
 
         async def book() -> None:
             nonlocal booked
-            reservation = await flights_store.reserve_seats(flights_db, flight_id, SEATS)
+            reservation = await seats.reserve_seats(flight_id, SEATS, unique_hex())
 
             def messages(booking: booking_store.Booking, now: datetime) -> list:
                 return notifications.booked(
@@ -135,7 +141,8 @@ async def measure(args: argparse.Namespace) -> None:
 
             await booking_store.create_booking(
                 booking_db, ids, flight_id=flight_id, user_id=1, seats=SEATS,
-                total_cost=reservation.price * SEATS, idempotency_key=None, reservation_key=None,
+                total_cost=reservation.price * SEATS, idempotency_key=None,
+                reservation_key=reservation.key,
                 messages=messages,
             )
             booked += 1
@@ -147,14 +154,15 @@ async def measure(args: argparse.Namespace) -> None:
         print(common.header())
         print(common.line("booking", timings.latencies, timings.seconds))
         free = (await flights_store.get(flights_db, flights, flight_id)).totalSeats
-        rows = await count(booking_db, bookings), await count(booking_db, outbox)
-        expected = booked, 2 * booked
+        rows = (await count(booking_db, bookings), await count(booking_db, outbox),
+                await count(flights_db, reservations))
+        expected = booked, 2 * booked, 0 if db.is_sqlite(flights_db) else booked
         if rows != expected or free != CAPACITY - SEATS * booked:
             raise SystemExit(
                 f"check FAILED: {booked} bookings made, but {rows[0]} booking rows, "
-                f"{rows[1]} outbox rows and {CAPACITY - free} seats taken"
+                f"{rows[1]} outbox rows, {rows[2]} reservations and {CAPACITY - free} seats taken"
             )
-        print(f"check: {booked} bookings, {rows[1]} outbox rows, "
+        print(f"check: {booked} bookings, {rows[1]} outbox rows, {rows[2]} reservations, "
               f"{CAPACITY - free} seats taken: as expected")
 
 
