@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 from typing import AsyncIterator, Iterable
 
+import aio_pika
 import httpx
 import uvicorn
 
@@ -94,3 +95,15 @@ async def served(app) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def delete_topology(amqp_url: str, exchange: str, queues: Iterable[str]) -> None:
+    """Delete a test's exchange and queues from RabbitMQ, with the dead-letter exchange and
+    queues the broker declared beside them, so that test runs leave nothing behind."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+            await channel.queue_delete(f"{queue}.dead")
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(f"{exchange}.dlx")

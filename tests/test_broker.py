@@ -23,7 +23,7 @@ from airbourne.broker.delivery import Pauses
 from airbourne.broker.memory import MemoryBroker
 from airbourne.broker.rabbitmq import RabbitBroker
 from relay import Relay
-from support import free_port
+from support import delete_topology, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -119,13 +119,7 @@ class RabbitBackend(Backend):
 
     async def cleanup(self) -> None:
         await super().cleanup()
-        async with await aio_pika.connect(self.url) as connection:
-            channel = await connection.channel()
-            for queue in self.queues:
-                await channel.queue_delete(queue)
-                await channel.queue_delete(f"{queue}.dead")
-            await channel.exchange_delete(self.exchange)
-            await channel.exchange_delete(f"{self.exchange}.dlx")
+        await delete_topology(self.url, self.exchange, self.queues)
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.amqp)])

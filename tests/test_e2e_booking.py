@@ -24,6 +24,7 @@ import pytest
 
 from mailserver import MailServer
 from processes import Airbourne
+from support import delete_topology
 from test_bench_scenario import run_bench
 
 pytestmark = pytest.mark.e2e
@@ -102,17 +103,24 @@ def test_a_booking_becomes_an_eml_file_in_the_outbox(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
-def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(tmp_path: Path, mysql_url: str,
-                                                           amqp_url: str) -> None:
+def own_topology(request: pytest.FixtureRequest, amqp_url: str) -> dict[str, str]:
+    """Settings for a RabbitMQ exchange and queue of the test's own, deleted after it."""
+    name = uuid.uuid4().hex[:8]
+    exchange, queue = f"e2e-{name}", f"e2e-notifications-{name}"
+    request.addfinalizer(lambda: asyncio.run(delete_topology(amqp_url, exchange, [queue])))
+    return {"AIRBOURNE_BROKER_URL": amqp_url, "AIRBOURNE_BROKER_EXCHANGE": exchange,
+            "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": queue}
+
+
+def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(
+    tmp_path: Path, mysql_url: str, amqp_url: str, request: pytest.FixtureRequest
+) -> None:
     """Production parts: MariaDB, RabbitMQ (its own exchange and queue) and a real SMTP
     server receive a booking made through the gateway and deliver its email."""
-    name = uuid.uuid4().hex[:8]
     with MailServer() as smtp:
         env = {
             "AIRBOURNE_DATABASE_URL": mysql_url,
-            "AIRBOURNE_BROKER_URL": amqp_url,
-            "AIRBOURNE_BROKER_EXCHANGE": f"e2e-{name}",
-            "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": f"e2e-notifications-{name}",
+            **own_topology(request, amqp_url),
             "AIRBOURNE_MAIL_TRANSPORT": "smtp",
             "AIRBOURNE_MAIL_SMTP_PORT": str(smtp.port),
         }
@@ -299,11 +307,8 @@ def test_the_seed_scenario_against_all_services(tmp_path: Path, parts: str,
     seats the flights lost are exactly the seats of the bookings made."""
     env = {}
     if parts != "embedded":
-        name = uuid.uuid4().hex[:8]
         env = {"AIRBOURNE_DATABASE_URL": request.getfixturevalue("mysql_url"),
-               "AIRBOURNE_BROKER_URL": request.getfixturevalue("amqp_url"),
-               "AIRBOURNE_BROKER_EXCHANGE": f"e2e-{name}",
-               "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": f"e2e-notifications-{name}"}
+               **own_topology(request, request.getfixturevalue("amqp_url"))}
     with Airbourne(tmp_path / "data", services="all", env=env).start(expect=5) as server:
         result = run_bench(
             "bench.scenario", "--profile", "smoke", "--gateway", server.url("gateway"),

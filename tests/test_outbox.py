@@ -10,7 +10,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import aio_pika
 import anyio
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from airbourne.services.booking.schema import outbox
 from booking_support import (
     booking_runtime, collect, create_flight, eventually, free_seats, free_seats_are, outbox_rows,
 )
-from support import free_port, served
+from support import delete_topology, free_port, served
 
 pytestmark = pytest.mark.anyio
 
@@ -245,22 +244,12 @@ async def test_rabbitmq_gets_every_message_once_when_it_becomes_reachable(
             assert len(received) == 20
             assert_once_each(received, await outbox_rows(runtime))
     finally:
-        await _delete_topology(amqp_url, tag)
+        await delete_topology(amqp_url, tag, [tag])
 
 
 async def _count_is(received: list, count: int) -> bool:
     assert len(received) <= count, f"{len(received)} messages, expected {count}"
     return len(received) == count
-
-
-async def _delete_topology(amqp_url: str, name: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (name, f"{name}.dead"):
-            await channel.queue_delete(queue)
-        for exchange in (name, f"{name}.dlx"):
-            await channel.exchange_delete(exchange)
 
 
 async def test_sent_rows_are_pruned_after_the_keep_time_and_unsent_ones_never(

@@ -27,7 +27,7 @@ from airbourne.services import reminder
 from airbourne.services.reminder.consumer import Consumer
 from airbourne.services.reminder.sender import send_due, sender_of
 from mailserver import MailServer
-from support import client, make_config, started
+from support import client, delete_topology, make_config, started
 
 pytestmark = pytest.mark.anyio
 
@@ -127,12 +127,7 @@ async def service(request, tmp_path, database_url, smtp) -> AsyncIterator[Remind
             yield service
     finally:
         if request.param == "rabbitmq":
-            async with await aio_pika.connect(config["broker"]["url"]) as connection:
-                channel = await connection.channel()
-                await channel.queue_delete(f"{name}-notifications")
-                await channel.queue_delete(f"{name}-notifications.dead")
-                await channel.exchange_delete(name)
-                await channel.exchange_delete(f"{name}.dlx")
+            await delete_topology(config["broker"]["url"], name, [f"{name}-notifications"])
 
 
 async def test_create_ticket_stores_one_ticket(service):
