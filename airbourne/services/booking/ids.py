@@ -7,10 +7,10 @@ trip of its own. With the id known beforehand, the booking, its outbox rows and 
 go in one trip (see `db.Transaction`), and a booking is two trips instead of three.
 
 Each process takes `BLOCK` ids at a time from the `id_blocks` row, a counter that only goes
-up (and never starts a block below an id in use), and gives them out in order. An id is never given out twice, even across processes and
-restarts; the rest of a block is skipped when a process stops (a gap, as a rolled-back
-AUTO_INCREMENT leaves). With several processes, ids are not in the order bookings were
-made: lists order by `createdAt`.
+up (and never starts a block below an id in use), and gives them out in order. An id is
+never given out twice, even across processes and restarts; the rest of a block is skipped
+when a process stops (a gap, as a rolled-back AUTO_INCREMENT leaves). With several
+processes, ids are not in the order bookings were made: lists order by `createdAt`.
 """
 
 from __future__ import annotations
