@@ -13,15 +13,14 @@ cancelling twice cancels nothing more.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from databases import Database
-
 from airbourne import db, validate
+from airbourne.batch import Batch
 from airbourne.broker import Message, Reject
 from airbourne.http import ApiError
 from airbourne.ids import unique_hex
@@ -40,7 +39,12 @@ class Consumer:
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.database = sender.database
-        self._tickets = TicketWriter(self.database)
+        # Tickets of messages handled together (up to the broker's prefetch count) are
+        # written with one statement: under load a statement per message was the
+        # reminder's largest cost.
+        self._tickets = Batch(
+            functools.partial(store.create_tickets, self.database), "reminder: ticket writer"
+        )
         self._actions: dict[str, Callable[[Data, str | None], Awaitable[None]]] = {
             "CREATE_TICKET": self.create_ticket,
             "SEND_BASIC_MAIL": self.send_basic_mail,
@@ -68,7 +72,7 @@ class Consumer:
     async def create_ticket(self, data: Data, message_id: str | None) -> None:
         fields = schema.ticket_fields(data)
         fields["bookingId"] = validate.integer(data, "bookingId", required=False, default=None)
-        ticket = await self._tickets.create(fields, message_id)
+        ticket = await self._tickets.submit((fields, message_id))
         if ticket is None:
             logger.info("message %s was handled before; no new ticket", message_id)
         else:
@@ -99,62 +103,6 @@ class Consumer:
     async def cancel_tickets(self, data: Data, message_id: str | None) -> None:
         booking_id = validate.integer(data, "bookingId")
         await store.cancel_booking_tickets(self.database, booking_id)
-
-
-class TicketWriter:
-    """Writes the tickets of messages that arrive together (up to the broker's prefetch
-    count) with one statement: under load a statement per message was the reminder's largest
-    cost. A handler still returns only once its own ticket is committed.
-
-    One write is in flight at a time; tickets that arrive meanwhile make the next one.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self._waiting: list[tuple[Data, str | None, asyncio.Future]] = []
-        self._writing: asyncio.Task | None = None
-
-    async def create(self, fields: Data, message_id: str | None) -> dict[str, Any] | None:
-        """What `store.create_ticket` returns (without the `id`)."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((fields, message_id, future))
-        if self._writing is None:
-            self._writing = asyncio.create_task(self._write(), name="reminder: ticket writer")
-        return await future
-
-    async def _write(self) -> None:
-        batch: list[tuple[Data, str | None, asyncio.Future]] = []
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    made = await store.create_tickets(
-                        self.database, [(fields, message_id) for fields, message_id, _ in batch]
-                    )
-                except Exception as exc:  # the database is away: every message goes back
-                    _settle(batch, exception=exc)
-                else:
-                    _settle(batch, made)
-        except BaseException as exc:  # cancelled at shutdown: no handler waits forever
-            _settle(batch + self._waiting, exception=exc)
-            self._waiting = []
-            raise
-        finally:
-            self._writing = None
-
-
-def _settle(
-    batch: list[tuple[Data, str | None, asyncio.Future]],
-    results: list[Any] | None = None,
-    exception: BaseException | None = None,
-) -> None:
-    for index, (*_, future) in enumerate(batch):
-        if future.done():  # its handler was cancelled
-            continue
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(results[index])
 
 
 async def consume(runtime: Runtime) -> None:
