@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from email._policybase import compat32
@@ -74,6 +75,17 @@ async def test_outbox_writes_a_standard_eml_file(tmp_path):
     assert first.get_content() == "Grüße aus Lissabon\n"
     second = email.message_from_bytes(files[1].read_bytes(), policy=email.policy.default)
     assert second["To"] == "bob@example.com"
+
+
+async def test_outbox_writes_messages_sent_together_each_to_a_file_of_its_own(tmp_path):
+    mailer = OutboxMailer(tmp_path / "outbox")
+    subjects = [f"Message {n}" for n in range(20)]
+    await asyncio.gather(*(mailer.send(reminder_email(subject=subject)) for subject in subjects))
+
+    files = mailer.messages()
+    written = [email.message_from_bytes(path.read_bytes())["Subject"] for path in files]
+    assert sorted(written) == sorted(subjects)
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [p.name for p in files]
 
 
 async def test_outbox_that_cannot_be_written_is_a_mail_error(tmp_path):
