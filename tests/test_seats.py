@@ -10,8 +10,10 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator, Awaitable
+from urllib.parse import urlsplit
 
 import httpx
+import pymysql
 import pytest
 import sqlalchemy as sa
 
@@ -415,3 +417,39 @@ async def test_a_new_airplane_keeps_the_booked_seats(
     assert answer.json()["data"]["totalSeats"] == 2  # 8 seats, 6 still booked
     assert (await release(api, flight["id"], 6)).json()["data"]["totalSeats"] == 8
     failure(await release(api, flight["id"], 1), 409)  # the new capacity is the ceiling
+
+
+async def test_pruning_waits_for_no_seat_change_in_flight(tmp_path: Path, mysql_url: str) -> None:
+    """On MariaDB the prune locks only the rows it deletes. A booking's seat change still
+    open (its key recorded between old released keys, its flight's row changed) neither
+    holds it up nor deadlocks with it. Deleting a range of keys instead locked every row
+    and gap of the range and the flights its condition read: bookings made while it ran
+    failed with deadlocks (1213)."""
+    async with started(make_config(tmp_path, mysql_url), [SERVICE]) as runtime:
+        database = runtime.database("flights")
+        flight = await create_flight(runtime, capacity=100)
+        for key in ("a-old", "c-old"):
+            await store.reserve_seats_once(database, key, flight["id"], 1)
+            await store.release_reservation(database, key, flight["id"])
+        await database.execute(sa.update(reservations).values(updatedAt=datetime(2020, 1, 1)))
+
+        parts = urlsplit(mysql_url)
+        other = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
+                                user=parts.username or "root", password=parts.password or "",
+                                database=parts.path.lstrip("/"))
+        try:
+            with other.cursor() as cursor:  # a booking's keyed seat change, not yet committed
+                cursor.execute("BEGIN")
+                cursor.execute(
+                    "INSERT INTO reservations (id, flightId, seats, status, createdAt, updatedAt)"
+                    " VALUES ('b-open', %s, 1, 'HELD', NOW(), NOW())", (flight["id"],)
+                )
+                cursor.execute("UPDATE flights SET totalSeats = totalSeats - 1 WHERE id = %s",
+                               (flight["id"],))
+            prune = store.prune_reservations(database, datetime(2026, 1, 1))
+            assert await asyncio.wait_for(prune, 10) == 2
+            other.commit()
+        finally:
+            other.close()
+        query = sa.select(reservations.c.id).order_by(reservations.c.id)
+        assert await _ids_are(database, query, ["b-open"])
