@@ -167,6 +167,9 @@ class CommitUnknown(Exception):
 
 _LOST_MID_QUERY = 2013  # the connection broke while a statement was out
 _MYSQL_UNREACHABLE = {2003, 2006, _LOST_MID_QUERY, 2055}  # also: cannot connect, gone away
+_MYSQL_LOCK_CONFLICT = {1205, 1213}
+"""A lock wait timed out, or a deadlock rolled the transaction back: InnoDB's own advice
+is to run it again."""
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -175,7 +178,7 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, CommitUnknown):
         return True
     if isinstance(exc, pymysql.err.OperationalError):
-        return bool(exc.args) and exc.args[0] in _MYSQL_UNREACHABLE
+        return bool(exc.args) and exc.args[0] in _MYSQL_UNREACHABLE | _MYSQL_LOCK_CONFLICT
     if isinstance(exc, sqlite3.OperationalError):
         return "database is locked" in str(exc)
     return False

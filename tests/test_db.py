@@ -4,8 +4,12 @@ on both databases."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from datetime import datetime
+from urllib.parse import urlsplit
 
+import pymysql
 import pytest
 
 from airbourne import db
@@ -200,3 +204,36 @@ async def test_run_in_transaction_inside_a_transaction_is_refused(database) -> N
                     conn, [INSERT], {"id": "b", "now": db.utcnow()}, "SELECT 1 AS one"
                 )
     assert await ids(database) == []
+
+
+def test_a_deadlock_is_answered_try_again_not_as_an_internal_error(mysql_url: str) -> None:
+    """InnoDB rolls a deadlock's victim back whole and asks for the transaction again: a
+    503 "try again" for its request (db.unavailable), not a 500. A real deadlock: two
+    transactions each hold a row the other wants."""
+    parts = urlsplit(mysql_url)
+    name = parts.path.lstrip("/")
+    admin = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user="root",
+                            autocommit=True)
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}`")
+        cursor.execute(f"CREATE TABLE `{name}`.t (id INT PRIMARY KEY, n INT)")
+        cursor.execute(f"INSERT INTO `{name}`.t VALUES (1, 0), (2, 0)")
+    first, second = (
+        pymysql.connect(host=parts.hostname, port=parts.port or 3306, user="root", database=name)
+        for _ in range(2)
+    )
+    try:
+        first.cursor().execute("UPDATE t SET n = 1 WHERE id = 1")
+        second.cursor().execute("UPDATE t SET n = 2 WHERE id = 2")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(first.cursor().execute, "UPDATE t SET n = 1 WHERE id = 2")
+            time.sleep(0.2)  # first now waits for second's row
+            with pytest.raises(pymysql.err.OperationalError) as raised:
+                second.cursor().execute("UPDATE t SET n = 2 WHERE id = 1")
+            waiting.result(timeout=10)
+    finally:
+        first.close()
+        second.close()
+        admin.close()
+    assert raised.value.args[0] == 1213
+    assert db.unavailable(raised.value)
