@@ -50,7 +50,9 @@ def _quiet_ddl() -> Iterator[None]:
     """MariaDB answers `CREATE ... IF NOT EXISTS` on an existing object with a note, which
     aiomysql raises as a Python warning at every start: the expected case, not news."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*(already exists|database exists)", pymysql.err.Warning)
+        warnings.filterwarnings(
+            "ignore", r".*(already exists|database exists|Duplicate key name)", pymysql.err.Warning
+        )
         yield
 
 
@@ -600,7 +602,27 @@ async def _create(conn: Connection, dialect: Any, tables: Sequence[sa.Table]) ->
     for table in tables:
         await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
         for index in table.indexes:
-            await conn.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+            await _create_index(conn, dialect, index)
+
+
+async def _create_index(conn: Connection, dialect: Any, index: sa.Index) -> None:
+    await conn.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+
+
+def add_indexes(table: sa.Table, *names: str) -> Apply:
+    """A migration step that creates the indexes `names`, as `table` defines them now, on a
+    table built before they existed; a table built since has them, and they are left as
+    they are. InnoDB builds a secondary index without stopping writes to the table."""
+    indexes = [index for index in table.indexes if index.name in names]
+    if len(indexes) != len(names):
+        raise ValueError(f"{table.name} defines no index among {', '.join(names)}")
+
+    async def apply(conn: Connection, dialect_name: str) -> None:
+        with _quiet_ddl():
+            for index in indexes:
+                await _create_index(conn, _DIALECTS[dialect_name], index)
+
+    return apply
 
 
 def add_columns(table: sa.Table, *names: str) -> Apply:

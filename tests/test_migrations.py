@@ -33,7 +33,7 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
                "createdAt": now, "updatedAt": now}
         await database.execute(FIRST.insert().values(**row))
 
-        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4]
         assert await db.migrate(database, "booking", MIGRATIONS) == []
         kept = await database.fetch_one(sa.select(bookings.c.NoOfSeats, bookings.c.reservationKey))
         assert (kept[0], kept[1]) == (3, None)
@@ -45,8 +45,9 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
 async def test_a_new_database_passes_the_added_column_by(database_url: str) -> None:
     database = await db.connect(database_url)
     try:
-        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2, 3]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2, 3, 4]
         await database.fetch_all(sa.select(bookings.c.reservationKey))
+        assert "ix_bookings_user_created" in await index_names(database, "bookings")
     finally:
         await db.disconnect(database)
 
@@ -66,7 +67,7 @@ async def test_booking_ids_start_after_the_last_booking_the_database_numbered(
         for _ in range(3):
             await database.execute(bookings.insert().values(**row))
         await database.execute(bookings.insert().values(**row, id=41))
-        assert await db.migrate(database, "booking", MIGRATIONS) == [3]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [3, 4]
         async with database.connection() as conn:
             await MIGRATIONS[2].apply(conn, database.url.dialect)  # a repeated run
             assert await BookingIds(block=10).take(conn) == 42
@@ -74,3 +75,31 @@ async def test_booking_ids_start_after_the_last_booking_the_database_numbered(
         assert [(row[0], row[1]) for row in rows] == [("bookings", 52)]
     finally:
         await db.disconnect(database)
+
+
+async def test_an_old_bookings_table_gains_the_index_its_users_lists_are_read_from(
+    database_url: str,
+) -> None:
+    """Migration 4 indexes a table built before it, keeping its rows; a run stopped after
+    the index, before being recorded, passes it by when repeated."""
+    database = await db.connect(database_url)
+    try:
+        first = [Migration(1, "bookings and outbox tables", create_tables(FIRST, outbox))]
+        assert await db.migrate(database, "booking", first) == [1]
+        assert "ix_bookings_user_created" not in await index_names(database, "bookings")
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4]
+        assert "ix_bookings_user_created" in await index_names(database, "bookings")
+        async with database.connection() as conn:
+            await MIGRATIONS[3].apply(conn, database.url.dialect)  # a repeated run
+    finally:
+        await db.disconnect(database)
+
+
+async def index_names(database, table: str) -> set[str]:
+    if database.url.dialect == "sqlite":
+        return {row[1] for row in await database.fetch_all(f"PRAGMA index_list({table})")}
+    rows = await database.fetch_all(
+        "SELECT index_name FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND table_name = :table", {"table": table}
+    )
+    return {row[0] for row in rows}

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from databases.core import Connection
 
 from airbourne.db import (
-    Migration, add_columns, create_tables, record_columns, timestamp_column,
+    Migration, add_columns, add_indexes, create_tables, record_columns, timestamp_column,
 )
 from airbourne.services.flights.schema import RESERVATION_KEY_MAX
 
@@ -35,6 +35,9 @@ bookings = sa.Table(
     sa.Column("reservationKey", sa.String(RESERVATION_KEY_MAX)),
     # Two requests with the same key cannot both book; NULL keys never clash.
     sa.UniqueConstraint("userId", "idempotencyKey", name="uq_bookings_user_key"),
+    # A user's bookings in the order they are listed: a page is read off the index instead
+    # of sorting all of the user's bookings for every request.
+    sa.Index("ix_bookings_user_created", "userId", "createdAt", "id"),
 )
 
 outbox = sa.Table(
@@ -86,4 +89,6 @@ MIGRATIONS = [
     Migration(2, "the reservation key of a booking's seats",
               add_columns(bookings, "reservationKey")),
     Migration(3, "booking ids drawn in blocks", _start_booking_ids),
+    Migration(4, "a user's bookings in the order they are listed",
+              add_indexes(bookings, "ix_bookings_user_created")),
 ]
