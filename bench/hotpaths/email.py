@@ -4,10 +4,10 @@ and hand it to the mail transport, `--concurrency` at once.
     python -m bench.hotpaths.email --seconds 5 --concurrency 10
     python -m bench.hotpaths.email --transport smtp --profile email.html
 
-`outbox` (default) writes `.eml` files into a temporary folder. `smtp` sends, one connection
-per message as `SmtpMailer` does, to an SMTP sink that this script starts on a free port
-(aiosmtpd, in a thread of this process: the sink's work shares the interpreter with the
-client's).
+`outbox` (default) writes `.eml` files into a temporary folder. `smtp` sends, on the
+connections `SmtpMailer` keeps open between messages, to an SMTP sink that this script starts
+on a free port (aiosmtpd, in a thread of this process: the sink's work shares the interpreter
+with the client's).
 """
 
 from __future__ import annotations
