@@ -7,10 +7,11 @@ gaps in `databases` 0.9:
   acquire. `_PooledSQLite` keeps a few open instead, with the busy timeout and foreign keys
   set once per connection; the file runs in WAL mode so readers never wait for a writer.
 - Its transactions spend trips: on SQLite three to the connection's thread on each of
-  BEGIN and COMMIT, where `transaction()` spends one; on MySQL a statement alone is a trip
-  to the server, and `transaction()` sends the BEGIN and the COMMIT with other statements
-  (see `Transaction`; `run_then_fetch` does the same for a change and a read). Inside a
-  transaction, run statements with this module's functions; it does not nest.
+  BEGIN and COMMIT; on MySQL a statement alone is a trip to the server. `transaction()`
+  sends the BEGIN and the COMMIT with other statements, on SQLite in one call to the
+  connection's thread (see `Transaction`, `_on_sqlite`; `run_then_fetch` does the same for
+  a change and a read). Inside a transaction, run statements with this module's
+  functions; it does not nest.
 - Its `execute()` returns `lastrowid` when that is non-zero and `rowcount` otherwise, which
   inside a transaction is ambiguous. `rowcount()` runs a statement on the driver connection
   and returns the number of rows the statement matched (on MySQL too, by the FOUND_ROWS
@@ -279,10 +280,7 @@ async def run(conn: Connection, sql: str, values: Mapping[str, Any]) -> Outcome:
     """
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
-        # Not closed: each aiosqlite call is a trip to the connection's thread and back
-        # (see `transaction`), and a cursor holds nothing once its statement has run.
-        cursor = await raw.execute(sql, _sqlite_values(values))
-        return Outcome(cursor.rowcount, cursor.lastrowid)
+        return await _on_sqlite(raw, functools.partial(_sqlite_run, sql, _sqlite_values(values)))
     ((outcome, _),) = await _send(raw, [_render(raw, sql, values)])
     return outcome
 
@@ -313,16 +311,19 @@ class Transaction:
     BEGIN goes out with the transaction's first statement, rows given to `insert` with the
     next statement or with the COMMIT, each time as one multi-statement query (aiomysql
     always allows them). A booking's transaction is one trip instead of four (its id is
-    drawn beforehand: `services/booking/ids.py`).
+    drawn beforehand: `services/booking/ids.py`). SQLite is owed the same, as steps run in
+    one call to the connection's thread (`_on_sqlite`).
 
     Statements inside a transaction must go through `db`'s functions (`run`, `fetch_all`,
-    ...) or `insert`: on MySQL a statement run through `databases` itself (`conn.execute`)
-    could go out before the BEGIN, outside the transaction.
+    ...) or `insert`: a statement run through `databases` itself (`conn.execute`) could go
+    out before the BEGIN, outside the transaction.
     """
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-        self._owed = ["BEGIN"]  # MySQL: statements not sent yet
+        self._sqlite = isinstance(raw, aiosqlite.Connection)
+        # Not run yet: MySQL statements, SQLite steps (see `_on_sqlite`).
+        self._owed: list[Any] = [_sqlite_begin if self._sqlite else "BEGIN"]
         self._sent = False  # whether anything went to the server: something to roll back
 
     async def insert(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -333,23 +334,26 @@ class Transaction:
             return
         columns = tuple(rows[0])
         if isinstance(self._raw, aiosqlite.Connection):
-            sql = insert_sql(table, columns)
-            await self._raw.executemany(sql, [_sqlite_values(row) for row in rows])
+            self._owed.append(_sqlite_run_many(insert_sql(table, columns), rows))
             return
         values = ", ".join(_render(self._raw, _values_sql(columns), row) for row in rows)
         self._owed.append(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}")
 
-    def _take_owed(self) -> list[str]:
+    def _take_owed(self) -> list[Any]:
         """The statements owed to the server, now to be sent before anything else."""
         owed, self._owed = self._owed, []
         self._sent = self._sent or bool(owed)
         return owed
 
     async def _commit(self) -> None:
-        """MySQL: send what is owed and COMMIT, in one trip; nothing if nothing was run. A
-        COMMIT that gets no answer raises `CommitUnknown`."""
+        """Send what is owed and COMMIT, in one trip; nothing if nothing was run. On MySQL a
+        COMMIT that gets no answer raises `CommitUnknown`; on SQLite, a local file, a
+        COMMIT that raises committed nothing and is rolled back in the same trip."""
         owed = self._take_owed()
-        if owed == ["BEGIN"]:  # nothing ran: there is no transaction on the server
+        if owed in (["BEGIN"], [_sqlite_begin]):  # nothing ran: there is no transaction
+            return
+        if self._sqlite:
+            await self._raw._execute(_sqlite_commit, self._raw._conn, owed)
             return
         try:
             await _send(self._raw, [*owed, "COMMIT"], owed=False)
@@ -362,12 +366,84 @@ class Transaction:
             raise CommitUnknown(f"no answer to COMMIT: {exc}") from exc
 
     async def _rollback(self) -> None:
-        if self._sent:
+        if not self._sent:
+            return
+        if self._sqlite:  # after whatever this connection's thread still has to run
+            await self._raw._execute(_sqlite_rollback, self._raw._conn)
+        else:
             await _rollback(self._raw)
 
 
 _open: dict[int, Transaction] = {}
-"""The MySQL transaction open on each driver connection (by `id`), which owes it statements."""
+"""The transaction open on each driver connection (by `id`), which owes it statements."""
+
+
+# --- SQLite: steps run in the connection's thread --------------------------------------------
+
+Step = Callable[[sqlite3.Connection], Any]
+
+
+async def _on_sqlite(raw: aiosqlite.Connection, step: Step) -> Any:
+    """Run `step` in the thread of the aiosqlite connection `raw`, after the steps its open
+    transaction owes, all in one hand-over; what `step` returns.
+
+    Each aiosqlite call is a trip to the connection's thread and back to the event loop, and
+    the file's one connection (see `_PooledSQLite`) is held from a transaction's BEGIN to its
+    COMMIT: under load every trip waits a turn of a busy loop, so the trips of a booking's
+    transaction bounded how many bookings a second the file took. As on MySQL (see
+    `Transaction`), the BEGIN and the rows given to `insert` wait for the next statement or
+    the COMMIT: a booking's transaction is one trip instead of four. aiosqlite's public calls
+    run one statement each, so this uses `_execute`, the call they are all made of, and
+    `_conn`, the sqlite3 connection (see pyproject.toml for the versions allowed).
+    """
+    tx = _open.get(id(raw))
+    owed = tx._take_owed() if tx is not None else []
+    if not owed:
+        return await raw._execute(step, raw._conn)
+    return await raw._execute(_sqlite_steps, raw._conn, [*owed, step])
+
+
+def _sqlite_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> Any:
+    result = None
+    for step in steps:
+        result = step(conn)
+    return result
+
+
+def _sqlite_begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+
+
+def _sqlite_commit(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
+    try:
+        _sqlite_steps(conn, steps)
+        conn.execute("COMMIT")
+    except BaseException:
+        _sqlite_rollback(conn)
+        raise
+
+
+def _sqlite_rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
+        conn.execute("ROLLBACK")
+
+
+def _sqlite_run(sql: str, values: Mapping[str, Any], conn: sqlite3.Connection) -> Outcome:
+    cursor = conn.execute(sql, values)
+    return Outcome(cursor.rowcount, cursor.lastrowid)
+
+
+def _sqlite_run_many(sql: str, rows: Sequence[Mapping[str, Any]]) -> Step:
+    values = [_sqlite_values(row) for row in rows]
+    return lambda conn: conn.executemany(sql, values)
+
+
+def _sqlite_fetch_all(
+    sql: str, values: Mapping[str, Any], conn: sqlite3.Connection
+) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, values)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _server_refused(exc: pymysql.err.MySQLError) -> bool:
@@ -382,29 +458,15 @@ async def transaction(conn: Connection) -> AsyncIterator[Transaction]:
     """A transaction on `conn`, committed on success and rolled back on any error. A COMMIT
     on MySQL that gets no answer raises `CommitUnknown`. Not nestable.
 
-    On SQLite each aiosqlite call is a trip to the connection's own thread and back to the
-    event loop, and the file's one connection (see `_PooledSQLite`) is held across all of
-    them: under load every trip waits a turn of a busy loop, so the trips a booking makes
-    bound how many bookings a second the file takes. `databases` spends three trips on each
-    of BEGIN and COMMIT (execute, close, close again); this spends one. On MySQL this goes
-    to the driver too (see `Transaction` for its trips): `databases` 0.9 never hands back
-    to the pool a connection whose COMMIT or ROLLBACK raised, so each connection lost at
+    `databases` spends three trips to SQLite's thread on each of BEGIN and COMMIT (execute,
+    close, close again); here the BEGIN and the COMMIT go with the statements around them
+    (`_on_sqlite`; on MySQL, `Transaction`). `databases` 0.9 also never hands back to the
+    pool a MySQL connection whose COMMIT or ROLLBACK raised, so each connection lost at
     that moment shrank the pool for good, until requests waited for ever for a connection.
     """
     raw = conn.raw_connection
-    sqlite = isinstance(raw, aiosqlite.Connection)
     _refuse_nesting(raw)
     tx = Transaction(raw)
-    if sqlite:
-        await raw.execute("BEGIN")
-        try:
-            yield tx
-        except BaseException:
-            if raw.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
-                await raw.execute("ROLLBACK")
-            raise
-        await raw.execute("COMMIT")  # a local file: if this raises, nothing was committed
-        return
     _open[id(raw)] = tx
     try:
         try:
@@ -426,7 +488,7 @@ async def _rollback(raw: Any) -> None:
 def _refuse_nesting(raw: Any) -> None:
     """A second BEGIN would fail on SQLite, and on MySQL silently commit the first."""
     if isinstance(raw, aiosqlite.Connection):
-        nested = raw.in_transaction
+        nested = id(raw) in _open or raw.in_transaction
     else:
         nested = id(raw) in _open or raw.get_transaction_status()
     if nested:
@@ -500,7 +562,7 @@ async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]
     """Run one statement for each of `rows` (MySQL sends an INSERT as one multi-row INSERT)."""
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
-        await raw.executemany(sql, [_sqlite_values(row) for row in rows])
+        await _on_sqlite(raw, _sqlite_run_many(sql, rows))
         return
     if id(raw) in _open:
         await _send(raw, [])  # what the transaction owes goes first
@@ -514,10 +576,9 @@ async def fetch_all(
     """The rows of a SELECT (or `... RETURNING`) as dicts; the columns named in `times` as
     date-times (SQLite returns them as text)."""
     raw = conn.raw_connection
-    if isinstance(raw, aiosqlite.Connection):  # not closed, as in `run`
-        cursor = await raw.execute(sql, _sqlite_values(values))
-        rows, names = await cursor.fetchall(), [d[0] for d in cursor.description]
-        return _as_times([dict(zip(names, row)) for row in rows], times)
+    if isinstance(raw, aiosqlite.Connection):
+        step = functools.partial(_sqlite_fetch_all, sql, _sqlite_values(values))
+        return _as_times(await _on_sqlite(raw, step), times)
     ((_, found),) = await _send(raw, [_render(raw, sql, values)])
     return _as_times(found, times)
 

@@ -1,13 +1,16 @@
 """The trips to MariaDB a booking makes. Each statement sent alone is a send() and a wake-up
 of the event loop for its answer; in the closed loop's profile those were the largest cost
-of the booking path, so statements that can go together go in one query."""
+of the booking path, so statements that can go together go in one query. On SQLite the
+same holds for the hand-overs to a connection's thread."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from airbourne import db
@@ -16,7 +19,7 @@ from airbourne.services.reminder import store as tickets
 from booking_support import booking_runtime, create_flight, free_seats
 from commit_cutter import commit_cutter
 
-pytestmark = [pytest.mark.anyio, pytest.mark.mysql]
+pytestmark = pytest.mark.anyio
 
 
 def _relays(query: str) -> bool:
@@ -24,6 +27,7 @@ def _relays(query: str) -> bool:
     return "FROM outbox" in query or query.startswith("UPDATE outbox")
 
 
+@pytest.mark.mysql
 async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: str) -> None:
     """The seat change with the record of its key and the read of the flight; BEGIN, the
     booking's INSERT, its outbox rows and the COMMIT. It took six before the statements went
@@ -55,6 +59,7 @@ async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: s
                         booking, re.S)
 
 
+@pytest.mark.mysql
 async def test_a_transaction_with_nothing_in_it_makes_no_trip(
     tmp_path: Path, mysql_url: str
 ) -> None:
@@ -70,6 +75,7 @@ async def test_a_transaction_with_nothing_in_it_makes_no_trip(
     assert relay.queries == []
 
 
+@pytest.mark.mysql
 async def test_a_senders_claim_takes_two_trips_to_mariadb(mysql_url: str) -> None:
     """The candidates' SELECT; the UPDATE that claims them with the read-back by id. Under
     the seed's own pace a claim runs for every booking or two."""
@@ -87,3 +93,30 @@ async def test_a_senders_claim_takes_two_trips_to_mariadb(mysql_url: str) -> Non
     assert [ticket["subject"] for ticket in claimed] == ["Due"] * 3
     assert len(relay.queries) == 2, relay.queries
     assert re.fullmatch(r"UPDATE tickets .*; SELECT \* FROM tickets .*", relay.queries[1])
+
+
+async def test_a_booking_hands_one_call_to_each_sqlite_files_thread(tmp_path: Path, monkeypatch) -> None:
+    """On SQLite each file's one connection is held from BEGIN to COMMIT, and under load
+    each hand-over to its thread waits a turn of the event loop: the seat change is one
+    (the UPDATE with its RETURNING rows), the booking's transaction another (BEGIN, the
+    booking, its outbox rows, COMMIT), where they were two and four."""
+    trips: list[object] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        if asyncio.current_task().get_coro().__name__ == "_book":  # not the outbox relay's
+            trips.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    async with booking_runtime(tmp_path, None) as (runtime, http):
+        flight = await create_flight(runtime, capacity=10, price=100)
+        user = {"x-user-id": "1", "x-user-email": "u1@example.com"}
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        for _ in range(2):
+            trips.clear()
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 3}
+            answer = await http.post("/api/v1/bookings", json=body, headers=user)
+            assert answer.status_code == 200, answer.text
+        monkeypatch.undo()
+        assert await free_seats(runtime, flight["id"]) == 4
+    assert len(trips) == 2, trips
