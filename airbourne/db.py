@@ -446,6 +446,12 @@ def _sqlite_fetch_all(
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
+def _sqlite_fetch_each(
+    sql: str, values: Sequence[Mapping[str, Any]], conn: sqlite3.Connection
+) -> list[list[dict[str, Any]]]:
+    return [_sqlite_fetch_all(sql, each, conn) for each in values]
+
+
 def _server_refused(exc: pymysql.err.MySQLError) -> bool:
     """Whether the server answered with this error: its codes are 1000-1999 and from 3000
     on; 2000-2999 are the client's own (a lost connection), and 0 an unnumbered one."""
@@ -581,6 +587,18 @@ async def fetch_all(
         return _as_times(await _on_sqlite(raw, step), times)
     ((_, found),) = await _send(raw, [_render(raw, sql, values)])
     return _as_times(found, times)
+
+
+async def fetch_each(
+    conn: Connection, sql: str, values: Sequence[Mapping[str, Any]], times: Sequence[str] = ()
+) -> list[list[dict[str, Any]]]:
+    """`fetch_all` of `sql` once for each of `values`: on SQLite in one call to the
+    connection's thread (on MySQL one trip each)."""
+    raw = conn.raw_connection
+    if not isinstance(raw, aiosqlite.Connection):
+        return [await fetch_all(conn, sql, each, times) for each in values]
+    step = functools.partial(_sqlite_fetch_each, sql, [_sqlite_values(each) for each in values])
+    return [_as_times(rows, times) for rows in await _on_sqlite(raw, step)]
 
 
 def _as_times(rows: list[dict[str, Any]], times: Sequence[str]) -> list[dict[str, Any]]:

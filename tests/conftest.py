@@ -12,11 +12,15 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 import pymysql
 import pytest
+from databases import Database
+
+from airbourne import db
+from airbourne.services.booking import SERVICE as BOOKING
 
 REQUIRE = os.environ.get("AIRBOURNE_REQUIRE_SERVICES") == "1"
 
@@ -70,3 +74,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/test.db"
     return request.getfixturevalue("mysql_url")
+
+
+@pytest.fixture
+async def booking_database(database_url: str) -> AsyncIterator[Database]:
+    """The booking service's database, migrated, on SQLite and on MariaDB."""
+    database = await db.connect(database_url)
+    try:
+        await db.migrate(database, "booking", BOOKING.migrations)
+        yield database
+    finally:
+        await db.disconnect(database)

@@ -104,7 +104,8 @@ async def test_a_booking_hands_one_call_to_each_sqlite_files_thread(tmp_path: Pa
     original = aiosqlite.Connection._execute
 
     async def counted(self, fn, *args, **kwargs):
-        if asyncio.current_task().get_coro().__name__ == "_book":  # not the outbox relay's
+        # The booking's task and the booking writer's (store.Writer), not the outbox relay's.
+        if asyncio.current_task().get_coro().__name__ in ("_book", "_write_waiting"):
             trips.append(fn)
         return await original(self, fn, *args, **kwargs)
 

@@ -8,6 +8,7 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ import aiohttp
 from databases import Database
 
 from airbourne import db
+from airbourne.batch import Batch
 from airbourne.clients.errors import TIMEOUT_SECONDS, ServiceUnavailable, call, unexpected
 from airbourne.runtime import Runtime
 from airbourne.services.flights import store
@@ -59,10 +61,20 @@ class FlightsClient(Protocol):
 
 
 class LocalFlights:
-    """Flights in this process: direct calls to its store."""
+    """Flights in this process: direct calls to its store.
+
+    On SQLite the file has one connection: the seat changes of bookings that arrive while
+    one is being made wait, and are then made together, one transaction and one call to
+    the file's thread for all of them (`store.reserve_seats_together`); one at a time, each
+    held flights.db for 2.5 ms under load while the others queued for it.
+    """
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._takes: Batch[tuple[int, int], Reservation | Exception] | None = None
+        if db.is_sqlite(database):
+            takes = functools.partial(store.reserve_seats_together, database)
+            self._takes = Batch(takes, "flights: seat changes")
 
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
         """On a database server the seats are recorded under `key` in the same trip (a row
@@ -70,8 +82,13 @@ class LocalFlights:
         caller gives back under the key whatever it did (`ServiceUnavailable` with
         `maybe_done`, as over HTTP). A SQLite file in this process answers or raises, so
         there no key is recorded."""
-        if db.is_sqlite(self.database):
-            return await store.reserve_seats(self.database, flight_id, seats)
+        if self._takes is not None:
+            if seats < 1:
+                raise ValueError(f"seats must be a positive integer, got {seats}")
+            taken = await self._takes.submit((flight_id, seats))
+            if isinstance(taken, Exception):
+                raise taken
+            return taken
         try:
             return await store.reserve_seats_once(self.database, key, flight_id, seats)
         except Exception as exc:

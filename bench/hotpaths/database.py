@@ -1,7 +1,8 @@
 """The booking write path as the services run it: take seats on a flight as the booking
 service does in one process (`LocalFlights.reserve_seats`: on MySQL recorded under a key in
 the same trip), then write the booking and its outbox rows in one transaction (the booking
-service's `create_booking`), on SQLite or MySQL. No HTTP, no broker.
+service's `store.Writer`: on SQLite, bookings waiting together in one transaction), on
+SQLite or MySQL. No HTTP, no broker.
 
     python -m bench.hotpaths.database --seconds 5 --concurrency 16
     python -m bench.hotpaths.database --db mysql://root@127.0.0.1:3306 --profile db.html
@@ -126,7 +127,7 @@ async def measure(args: argparse.Namespace) -> None:
     notifications = Notifications(routing_key="REMINDER", reminder_lead=timedelta(hours=24))
     async with databases(args.db) as (flights_db, booking_db):
         flight_id = await create_flight(flights_db)
-        ids = BookingIds()
+        writer = booking_store.Writer(booking_db, BookingIds())
         seats = LocalFlights(flights_db)
         booked = 0
 
@@ -139,12 +140,10 @@ async def measure(args: argparse.Namespace) -> None:
                     booking, reservation.flight_number, reservation.departure_time, EMAIL, now
                 )
 
-            await booking_store.create_booking(
-                booking_db, ids, flight_id=flight_id, user_id=1, seats=SEATS,
-                total_cost=reservation.price * SEATS, idempotency_key=None,
-                reservation_key=reservation.key,
-                messages=messages,
-            )
+            await writer.write(booking_store.NewBooking(
+                flight_id, user_id=1, seats=SEATS, total_cost=reservation.price * SEATS,
+                idempotency_key=None, reservation_key=reservation.key, messages=messages,
+            ))
             booked += 1
 
         with common.profiled(args.profile):

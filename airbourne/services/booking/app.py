@@ -99,11 +99,10 @@ async def _book(
         )
 
     try:
-        return await store.create_booking(
-            state.database, state.booking_ids, flight_id=flight_id, user_id=user_id, seats=seats,
-            total_cost=reservation.price * seats, idempotency_key=key,
-            reservation_key=reservation.key, messages=messages,
-        )
+        return await state.bookings.write(store.NewBooking(
+            flight_id, user_id, seats, total_cost=reservation.price * seats,
+            idempotency_key=key, reservation_key=reservation.key, messages=messages,
+        ))
     except store.MaybeWritten as unknown:
         written = await _written(state, unknown.booking, WRITTEN_PAUSES)
         if written:
@@ -326,7 +325,7 @@ def create_app(runtime: Runtime) -> Starlette:
         exception_handlers=exception_handlers,
     )
     app.state.database = runtime.database("booking")
-    app.state.booking_ids = BookingIds()
+    app.state.bookings = store.Writer(app.state.database, BookingIds())
     app.state.finish = runtime.finish
     app.state.spawn = runtime.spawn
     app.state.flights = flights_client(runtime)

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from databases import Database
@@ -274,6 +274,41 @@ async def reserve_seats(
     if not changed:
         raise NotEnoughSeats(flight_id, seats, flight["totalSeats"])
     return _reservation(flight_id, seats, flight, key)
+
+
+async def reserve_seats_together(
+    database: Database, requests: Sequence[tuple[int, int]]
+) -> list[Reservation | Exception]:
+    """`reserve_seats` for each `(flight id, seats)` of `requests`, without a key, in one
+    transaction: on SQLite one call to the file's thread and one COMMIT for all of them
+    (see `LocalFlights`). Each change stands alone: one that finds too few seats, or no
+    flight, takes nothing and gets its exception; the others go on."""
+    if len(requests) == 1:  # alone: one statement, no transaction (one call instead of two)
+        [(flight_id, seats)] = requests
+        try:
+            return [await reserve_seats(database, flight_id, seats)]
+        except (FlightNotFound, Conflict) as exc:
+            return [exc]
+    now = db.utcnow()
+    update = _seat_update(database.url.dialect, _TAKE)
+    values = [{"seats": seats, "id": flight_id, "now": now} for flight_id, seats in requests]
+    if any(seats < 1 for _, seats in requests):  # checked by each caller beforehand
+        raise ValueError(f"seats must be positive integers, got {requests}")
+    times = ("departureTime",)
+    async with database.connection() as conn:
+        async with db.transaction(conn):
+            taken = await db.fetch_each(conn, update, values, times)
+        refused = [{"id": flight_id} for (flight_id, _), rows in zip(requests, taken) if not rows]
+        flights_now = iter(await db.fetch_each(conn, _SEATS_READ, refused, times) if refused else [])
+    results: list[Reservation | Exception] = []
+    for (flight_id, seats), rows in zip(requests, taken):
+        if rows:
+            results.append(_reservation(flight_id, seats, rows[0]))
+        elif found := next(flights_now):
+            results.append(NotEnoughSeats(flight_id, seats, found[0]["totalSeats"]))
+        else:
+            results.append(FlightNotFound(flight_id))
+    return results
 
 
 def _reservation(
