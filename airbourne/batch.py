@@ -3,8 +3,8 @@
 Under load many tasks each want the same costly step done for one item: a statement to the
 database, a hand-off to a worker thread. A `Batch` runs its `write` on every item waiting,
 one call at a time; items that arrive while a call runs make the next one. Each caller still
-returns only once its own item is done, with its own result, or with the exception that
-failed the whole call.
+returns only once its own item is done, with its own result, or raises its own exception
+(returned by `write` in its item's place) or the exception that failed the whole call.
 """
 
 from __future__ import annotations
@@ -18,21 +18,25 @@ Result = TypeVar("Result")
 
 class Batch(Generic[Item, Result]):
     def __init__(
-        self, write: Callable[[list[Item]], Awaitable[list[Result]]], name: str
+        self, write: Callable[[list[Item]], Awaitable[list[Result | BaseException]]], name: str
     ) -> None:
-        """`write(items)` returns one result per item, in their order."""
+        """`write(items)` returns one result per item, in their order; an exception as an
+        item's result is raised to that item's caller alone."""
         self.write = write
         self.name = name
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[Result | BaseException]]] = []
         self._writing: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result | BaseException] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._writing is None:
             self._writing = asyncio.create_task(self._write_waiting(), name=self.name)
             self._writing.add_done_callback(self._stopped)
-        return await future
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _write_waiting(self) -> None:
         batch: list[tuple[Item, asyncio.Future[Result]]] = []

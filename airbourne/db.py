@@ -353,7 +353,7 @@ class Transaction:
         if owed in (["BEGIN"], [_sqlite_begin]):  # nothing ran: there is no transaction
             return
         if self._sqlite:
-            await self._raw._execute(_sqlite_commit, self._raw._conn, owed)
+            await _in_sqlite_thread(self._raw, _sqlite_commit, owed)
             return
         try:
             await _send(self._raw, [*owed, "COMMIT"], owed=False)
@@ -369,7 +369,7 @@ class Transaction:
         if not self._sent:
             return
         if self._sqlite:  # after whatever this connection's thread still has to run
-            await self._raw._execute(_sqlite_rollback, self._raw._conn)
+            await _in_sqlite_thread(self._raw, _sqlite_rollback)
         else:
             await _rollback(self._raw)
 
@@ -392,15 +392,21 @@ async def _on_sqlite(raw: aiosqlite.Connection, step: Step) -> Any:
     COMMIT: under load every trip waits a turn of a busy loop, so the trips of a booking's
     transaction bounded how many bookings a second the file took. As on MySQL (see
     `Transaction`), the BEGIN and the rows given to `insert` wait for the next statement or
-    the COMMIT: a booking's transaction is one trip instead of four. aiosqlite's public calls
-    run one statement each, so this uses `_execute`, the call they are all made of, and
-    `_conn`, the sqlite3 connection (see pyproject.toml for the versions allowed).
+    the COMMIT: a booking's transaction is one trip instead of four.
     """
     tx = _open.get(id(raw))
     owed = tx._take_owed() if tx is not None else []
     if not owed:
-        return await raw._execute(step, raw._conn)
-    return await raw._execute(_sqlite_steps, raw._conn, [*owed, step])
+        return await _in_sqlite_thread(raw, step)
+    return await _in_sqlite_thread(raw, _sqlite_steps, [*owed, step])
+
+
+async def _in_sqlite_thread(raw: aiosqlite.Connection, function: Callable, *args: Any) -> Any:
+    """`function(sqlite3 connection, *args)` in the thread of `raw`, after the calls queued
+    there before it. aiosqlite's public calls run one statement each, so this uses
+    `_execute`, the call they are all made of, and `_conn`, its sqlite3 connection: the one
+    place that does (pyproject.toml allows the aiosqlite versions tested)."""
+    return await raw._execute(function, raw._conn, *args)
 
 
 def _sqlite_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> Any:

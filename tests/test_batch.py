@@ -51,6 +51,16 @@ async def test_items_arriving_during_a_write_make_the_next_one():
     assert recorder.calls == [[0, 1, 2], [3, 4]]
 
 
+async def test_an_exception_in_an_items_place_is_raised_to_its_caller_alone():
+    async def write(items: list[int]) -> list[int | Exception]:
+        return [ValueError(f"no {item}") if item % 2 else item for item in items]
+
+    batch = Batch(write, "test")
+    outcomes = await asyncio.gather(*(batch.submit(n) for n in range(4)), return_exceptions=True)
+    assert outcomes[0::2] == [0, 2]
+    assert [str(outcome) for outcome in outcomes[1::2]] == ["no 1", "no 3"]
+
+
 async def test_a_failed_write_fails_its_callers_only():
     recorder = Recorder()
     batch = Batch(recorder.write, "test")

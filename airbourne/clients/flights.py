@@ -71,7 +71,7 @@ class LocalFlights:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._takes: Batch[tuple[int, int], Reservation | Exception] | None = None
+        self._takes: Batch[tuple[int, int], Reservation] | None = None
         if db.is_sqlite(database):
             takes = functools.partial(store.reserve_seats_together, database)
             self._takes = Batch(takes, "flights: seat changes")
@@ -85,10 +85,7 @@ class LocalFlights:
         if self._takes is not None:
             if seats < 1:
                 raise ValueError(f"seats must be a positive integer, got {seats}")
-            taken = await self._takes.submit((flight_id, seats))
-            if isinstance(taken, Exception):
-                raise taken
-            return taken
+            return await self._takes.submit((flight_id, seats))
         try:
             return await store.reserve_seats_once(self.database, key, flight_id, seats)
         except Exception as exc:

@@ -29,9 +29,10 @@ class OutboxMailer:
         self._writes = Batch(self._write_in_thread, f"outbox mailer: {folder}")
 
     async def send(self, message: Message) -> None:
-        written = await self._writes.submit(message.as_bytes())
-        if isinstance(written, OSError):
-            raise MailError(f"outbox {self.folder}: {written}") from written
+        try:
+            await self._writes.submit(message.as_bytes())
+        except OSError as exc:
+            raise MailError(f"outbox {self.folder}: {exc}") from exc
 
     async def close(self) -> None:
         """Nothing is kept open between messages."""

@@ -78,10 +78,7 @@ class Writer:
         """What `create_booking` returns and raises."""
         if self._together is None:
             return await create_booking(self.database, self.ids, new)
-        written = await self._together.submit(new)
-        if isinstance(written, Exception):
-            raise written
-        return written
+        return await self._together.submit(new)
 
     async def _write_together(self, batch: list[NewBooking]) -> list[Booking | Exception]:
         if len(batch) > 1:
@@ -100,7 +97,7 @@ class Writer:
 async def _outcome(writing: Awaitable[Booking]) -> Booking | Exception:
     try:
         return await writing
-    except Exception as exc:  # the caller of this booking raises it
+    except Exception as exc:  # raised to this booking's caller alone (see `Batch`)
         return exc
 
 
