@@ -39,7 +39,7 @@ class Batch(Generic[Item, Result]):
         return result
 
     async def _write_waiting(self) -> None:
-        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        batch: list[tuple[Item, asyncio.Future[Result | BaseException]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
@@ -66,14 +66,15 @@ class Batch(Generic[Item, Result]):
 
 
 def _settle(
-    batch: list[tuple[Item, asyncio.Future[Result]]],
-    results: list[Result] | None = None,
+    batch: list[tuple[Item, asyncio.Future[Result | BaseException]]],
+    results: list[Result | BaseException] | None = None,
     exception: BaseException | None = None,
 ) -> None:
+    """Give each caller its result, or all of them `exception`."""
     for index, (_, future) in enumerate(batch):
         if future.done():  # its caller was cancelled
             continue
-        if results is None:
-            future.set_exception(exception or RuntimeError("batch not written"))
+        if exception is not None:
+            future.set_exception(exception)
         else:
             future.set_result(results[index])

@@ -107,3 +107,17 @@ async def delete_topology(amqp_url: str, exchange: str, queues: Iterable[str]) -
             await channel.queue_delete(f"{queue}.dead")
         await channel.exchange_delete(exchange)
         await channel.exchange_delete(f"{exchange}.dlx")
+
+
+def calls_of(monkeypatch, owner: object, name: str) -> list[tuple]:
+    """The arguments of every call to `owner.name` from now on, in order; the calls still
+    go through (an async function's coroutine is handed back to be awaited)."""
+    calls: list[tuple] = []
+    original = getattr(owner, name)
+
+    def recorded(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls

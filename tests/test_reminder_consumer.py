@@ -27,7 +27,7 @@ from airbourne.services import reminder
 from airbourne.services.reminder.consumer import Consumer
 from airbourne.services.reminder.sender import send_due, sender_of
 from mailserver import MailServer
-from support import client, delete_topology, make_config, started
+from support import calls_of, client, delete_topology, make_config, started
 
 pytestmark = pytest.mark.anyio
 
@@ -278,14 +278,7 @@ async def test_messages_handled_together_are_written_together(service, monkeypat
     ticket is stored."""
     from airbourne.services.reminder import store
 
-    batches: list[int] = []
-    original = store.create_tickets
-
-    async def counted(database, made_from):
-        batches.append(len(made_from))
-        return await original(database, made_from)
-
-    monkeypatch.setattr(store, "create_tickets", counted)
+    calls = calls_of(monkeypatch, store, "create_tickets")
     consumer = Consumer(sender_of(service.runtime))
     messages = [_create_ticket_message(f"Batch {i}", f"batch-{i}") for i in range(20)]
     await asyncio.gather(*(consumer.handle(message) for message in messages))
@@ -293,6 +286,7 @@ async def test_messages_handled_together_are_written_together(service, monkeypat
     assert sorted(s for s in subjects if s.startswith("Batch ")) == sorted(
         f"Batch {i}" for i in range(20)
     )
+    batches = [len(made_from) for _, made_from in calls]
     assert sum(batches) == 20 and max(batches) > 1
 
 

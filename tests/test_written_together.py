@@ -5,7 +5,6 @@ own. The same calls on MariaDB write each on its own."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from airbourne.services.booking.schema import bookings, outbox
 from airbourne.services.flights import SERVICE as FLIGHTS
 from airbourne.services.flights import store as flights_store
 from booking_support import create_flight, free_seats
-from support import make_config, started
+from support import calls_of, make_config, started
 
 pytestmark = pytest.mark.anyio
 
@@ -36,25 +35,13 @@ def new_booking(user_id: int, key: str | None = None) -> store.NewBooking:
                             messages=messages)
 
 
-@contextlib.contextmanager
-def transactions_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    counted: list[int] = []
-    original = db.transaction
-
-    def counting(conn):
-        counted.append(1)
-        return original(conn)
-
-    monkeypatch.setattr(db, "transaction", counting)
-    yield counted
-
-
 async def test_bookings_written_at_once_are_each_written_once(
     booking_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = store.Writer(booking_database, BookingIds())
-    with transactions_counted(monkeypatch) as counted:
-        made = await asyncio.gather(*(writer.write(new_booking(user)) for user in range(20)))
+    counted = calls_of(monkeypatch, db, "transaction")
+    made = await asyncio.gather(*(writer.write(new_booking(user)) for user in range(20)))
+    monkeypatch.undo()
 
     assert len({booking["id"] for booking in made}) == 20
     rows = await booking_database.fetch_all(sa.select(bookings.c.id, bookings.c.userId))
@@ -92,14 +79,7 @@ async def test_seat_changes_made_together_each_take_or_fail_alone(
 ) -> None:
     """Ten changes of 2 seats at once on a flight of 10: five take theirs, five are told
     there are not enough; one for a flight that does not exist is told so; none oversells."""
-    sizes: list[int] = []
-    original = flights_store.reserve_seats_together
-
-    async def counted(database, requests):
-        sizes.append(len(requests))
-        return await original(database, requests)
-
-    monkeypatch.setattr(flights_store, "reserve_seats_together", counted)
+    together = calls_of(monkeypatch, flights_store, "reserve_seats_together")
     async with started(make_config(tmp_path, database_url), [FLIGHTS]) as runtime:
         flight = await create_flight(runtime, capacity=10)
         local = LocalFlights(runtime.database("flights"))
@@ -116,6 +96,7 @@ async def test_seat_changes_made_together_each_take_or_fail_alone(
         refused = [o for o in outcomes[:10] if isinstance(o, NotEnoughSeats)]
         assert all("2 requested" in str(refusal) for refusal in refused)
         assert await free_seats(runtime, flight["id"]) == 0
+    sizes = [len(requests) for _, requests in together]
     if database_url.startswith("sqlite"):
         assert max(sizes) > 1 and sum(sizes) == 11
     else:

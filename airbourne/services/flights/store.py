@@ -289,11 +289,11 @@ async def reserve_seats_together(
             return [await reserve_seats(database, flight_id, seats)]
         except (FlightNotFound, Conflict) as exc:
             return [exc]
+    if any(seats < 1 for _, seats in requests):  # checked by each caller beforehand
+        raise ValueError(f"seats must be positive integers, got {requests}")
     now = db.utcnow()
     update = _seat_update(database.url.dialect, _TAKE)
     values = [{"seats": seats, "id": flight_id, "now": now} for flight_id, seats in requests]
-    if any(seats < 1 for _, seats in requests):  # checked by each caller beforehand
-        raise ValueError(f"seats must be positive integers, got {requests}")
     times = ("departureTime",)
     async with database.connection() as conn:
         async with db.transaction(conn):
