@@ -11,6 +11,7 @@ from databases import Database
 
 from airbourne import db
 from airbourne.services.booking.ids import BookingIds
+from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking.schema import bookings, id_blocks
 
 pytestmark = pytest.mark.anyio
@@ -62,3 +63,30 @@ async def test_a_block_starts_after_bookings_numbered_by_something_else(
     await booking_database.execute(bookings.insert().values(**row, id=57))
     later = BookingIds(block=10)  # a process started after the rollback
     assert await _take(booking_database, later) == 58
+
+
+
+@pytest.mark.mysql
+async def test_a_draw_does_not_deadlock_with_bookings_written_together(mysql_url: str) -> None:
+    """Another process writes several bookings in one transaction (`store.Writer`) while
+    this one draws a block. A draw that read MAX(id) as a locking read (the subquery of an
+    UPDATE) waited for the first uncommitted row and held the gap after the last one, which
+    the second row needed: InnoDB killed one of them, and with it every booking of the
+    batch (95 failed requests in a two-worker closed loop)."""
+    here, there = await db.connect(mysql_url), await db.connect(mysql_url)
+    try:
+        await db.migrate(here, "booking", BOOKING.migrations)
+        now = db.utcnow()
+        row = {"flightId": 1, "userId": 2, "NoOfSeats": 3, "totalCost": 300,
+               "status": "Booked", "createdAt": now, "updatedAt": now}
+        insert = db.insert_sql(bookings, ("id", *row))
+        async with there.connection() as conn:
+            async with db.transaction(conn):
+                await db.run(conn, insert, {**row, "id": 1})  # the batch's first row
+                drawing = asyncio.create_task(_take(here, BookingIds(block=10)))
+                await asyncio.sleep(0.3)  # the draw reads while the batch is open
+                await db.run(conn, insert, {**row, "id": 2})  # and its second
+        assert await asyncio.wait_for(drawing, 10) >= 1
+    finally:
+        await db.disconnect(here)
+        await db.disconnect(there)

@@ -32,8 +32,8 @@ async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: s
     """The seat change with the record of its key and the read of the flight; BEGIN, the
     booking's INSERT, its outbox rows and the COMMIT. It took six before the statements went
     together, and three while the database numbered bookings (the INSERT's id was needed for
-    the outbox rows). The first booking of a process also draws a block of ids: one trip per
-    hundred bookings."""
+    the outbox rows). The first booking of a process also draws a block of ids: two trips
+    (the highest id in use, then the counter) per hundred bookings."""
     async with commit_cutter(mysql_url) as relay:
         async with booking_runtime(tmp_path, relay.url(mysql_url)) as (runtime, http):
             flight = await create_flight(runtime, capacity=10, price=100)
@@ -47,7 +47,10 @@ async def test_a_booking_takes_two_trips_to_mariadb(tmp_path: Path, mysql_url: s
                 paths.append([query for query in relay.queries if not _relays(query)])
             assert await free_seats(runtime, flight["id"]) == 4
     first, second = paths
-    assert len(first) == 3 and first[1].startswith("UPDATE id_blocks "), first
+    assert len(first) == 4, first
+    assert first[1].startswith("SELECT COALESCE(MAX(id), 0)") and first[2].startswith(
+        "UPDATE id_blocks "
+    ), first
     assert len(second) == 2, second
     seats, booking = second
     # the seat change recorded under the booking's key, committed, and the flight read

@@ -25,20 +25,26 @@ from airbourne import db
 BLOCK = 100
 """Ids drawn at a time: one UPDATE per hundred bookings."""
 
-_AFTER_IN_USE = "(SELECT COALESCE(MAX(id), 0) + 1 FROM bookings)"
+_AFTER_IN_USE = "SELECT COALESCE(MAX(id), 0) + 1 AS after FROM bookings"
 """A block starts after the last block drawn and after every id in use, should bookings have
 been numbered by something else meanwhile (an older Airbourne, run again after a rollback,
-lets the database number them). MAX(id) reads one end of the primary key."""
+lets the database number them). MAX(id) reads one end of the primary key.
+
+A read of its own, not a subquery of the UPDATE below: there MariaDB reads it with locks,
+waiting for a row another process has written but not committed and holding the gap after
+it, and a transaction writing several bookings, which needs that gap for its next row,
+deadlocked with the draw. Bookings of this code are numbered by the counter alone; the read
+only has to see what was committed before."""
 
 _DRAW = {
     # MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) puts the new value in the
     # statement's reply, where an insert id goes (as the flights' seat change does).
     "mysql": (
-        f"UPDATE id_blocks SET nextId = LAST_INSERT_ID(GREATEST(nextId, {_AFTER_IN_USE}) + :size)"
+        "UPDATE id_blocks SET nextId = LAST_INSERT_ID(GREATEST(nextId, :after) + :size)"
         " WHERE name = :name"
     ),
     "sqlite": (
-        f"UPDATE id_blocks SET nextId = max(nextId, {_AFTER_IN_USE}) + :size"
+        "UPDATE id_blocks SET nextId = max(nextId, :after) + :size"
         " WHERE name = :name RETURNING nextId"
     ),
 }
@@ -69,7 +75,8 @@ class BookingIds:
 
 async def _draw(conn: Connection, size: int) -> int:
     """Move the counter on by `size`; the end of the block drawn (the new `nextId`)."""
-    values = {"size": size, "name": "bookings"}
+    after = (await db.fetch_one(conn, _AFTER_IN_USE, {}))["after"]
+    values = {"after": after, "size": size, "name": "bookings"}
     if isinstance(conn.raw_connection, aiosqlite.Connection):
         row = await db.fetch_one(conn, _DRAW["sqlite"], values)
         end = None if row is None else row["nextId"]
