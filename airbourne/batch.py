@@ -78,3 +78,12 @@ def _settle(
             future.set_exception(exception)
         else:
             future.set_result(results[index])
+
+
+async def outcome(call: Awaitable[Result]) -> Result | Exception:
+    """What `call` returns, or the exception it raises: as the result of one item of a
+    `write`, for that item's caller alone."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc

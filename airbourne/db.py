@@ -509,13 +509,12 @@ def _refuse_nesting(raw: Any) -> None:
 
 async def run_in_transaction(
     conn: Connection,
-    statements: Sequence[str],
-    values: Mapping[str, Any],
-    then: str,
+    statements: Sequence[tuple[str, Mapping[str, Any]]],
+    then: tuple[str, Mapping[str, Any]],
     times: Sequence[str] = (),
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
-    """Run `statements` as one transaction, then the SELECT `then`, all with the same
-    `values`: what `run` returns for each statement, and the rows of `then`.
+    """Run `statements`, each `(sql, values)`, as one transaction, then the SELECT `then`:
+    what `run` returns for each statement, and the rows of `then`.
 
     On MySQL the BEGIN, the statements, the COMMIT and the SELECT go to the server as one
     query, one trip, so a later statement cannot depend on an earlier one's outcome in
@@ -526,12 +525,12 @@ async def run_in_transaction(
     raw = conn.raw_connection
     if isinstance(raw, aiosqlite.Connection):
         async with transaction(conn):
-            outcomes = [await run(conn, sql, values) for sql in statements]
-        return outcomes, await fetch_all(conn, then, values, times)
+            outcomes = [await run(conn, sql, values) for sql, values in statements]
+        return outcomes, await fetch_all(conn, *then, times)
     _refuse_nesting(raw)
-    sent = ["BEGIN", *(_render(raw, sql, values) for sql in statements), "COMMIT"]
+    sent = ["BEGIN", *(_render(raw, sql, values) for sql, values in statements), "COMMIT"]
     try:
-        results = await _send(raw, [*sent, _render(raw, then, values)], owed=False)
+        results = await _send(raw, [*sent, _render(raw, *then)], owed=False)
     except pymysql.err.MySQLError as exc:
         if _server_refused(exc):
             await _rollback(raw)

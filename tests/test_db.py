@@ -166,9 +166,10 @@ async def test_run_in_transaction_commits_its_statements_then_reads(database) ->
     now = db.utcnow()
     bump = "UPDATE outbox SET attempts = attempts + 1 WHERE messageId = :id"
     async with database.connection() as conn:
+        values = {"id": "a", "now": now}
         outcomes, rows = await db.run_in_transaction(
-            conn, [INSERT, bump, bump.replace(":id", "'nobody'")], {"id": "a", "now": now},
-            "SELECT messageId, attempts, createdAt FROM outbox WHERE messageId = :id",
+            conn, [(INSERT, values), (bump, values), (bump, {"id": "nobody"})],
+            ("SELECT messageId, attempts, createdAt FROM outbox WHERE messageId = :id", values),
             times=("createdAt",),
         )
     assert [outcome.rowcount for outcome in outcomes] == [1, 1, 0]
@@ -183,13 +184,13 @@ async def test_run_in_transaction_rolls_back_every_statement_a_refusal_follows(d
     now = db.utcnow()
     async with database.connection() as conn:
         await db.run(conn, INSERT, {"id": "a", "now": now})
-        second = INSERT.replace(":id", "'a'")
         with pytest.raises(db.IntegrityErrors):
             await db.run_in_transaction(
-                conn, [INSERT, second], {"id": "b", "now": now}, "SELECT 1 AS one", ()
+                conn, [(INSERT, {"id": "b", "now": now}), (INSERT, {"id": "a", "now": now})],
+                ("SELECT 1 AS one", {}),
             )
         _, rows = await db.run_in_transaction(
-            conn, [INSERT], {"id": "c", "now": now}, "SELECT 1 AS one", ()
+            conn, [(INSERT, {"id": "c", "now": now})], ("SELECT 1 AS one", {})
         )
     assert rows == [{"one": 1}]
     assert await ids(database) == ["a", "c"]
@@ -201,7 +202,7 @@ async def test_run_in_transaction_inside_a_transaction_is_refused(database) -> N
             async with db.transaction(conn):
                 await db.run(conn, INSERT, {"id": "a", "now": db.utcnow()})
                 await db.run_in_transaction(
-                    conn, [INSERT], {"id": "b", "now": db.utcnow()}, "SELECT 1 AS one"
+                    conn, [(INSERT, {"id": "b", "now": db.utcnow()})], ("SELECT 1 AS one", {})
                 )
     assert await ids(database) == []
 

@@ -14,7 +14,7 @@ from airbourne import db
 from airbourne.services.booking import app as booking_app
 from airbourne.services.booking import store
 from airbourne.services.booking.schema import bookings
-from airbourne.services.flights.schema import RELEASED, reservations
+from airbourne.services.flights.schema import HELD, RELEASED, reservations
 from booking_support import (
     booking_runtime, create_flight, eventually, free_seats, free_seats_are,
 )
@@ -51,6 +51,41 @@ async def test_a_booking_whose_commit_answer_is_lost_is_neither_oversold_nor_los
                 assert "not made" in answer.json()["message"]
                 assert made == []
                 assert await free_seats(runtime, flight["id"]) == 10
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["committed", "not-committed"])
+async def test_bookings_written_together_whose_commit_answer_is_lost(
+    tmp_path: Path, mysql_url: str, answered: bool
+) -> None:
+    """Bookings that arrive together are written in one transaction; its COMMIT's answer
+    lost, each is settled as a booking alone is: if the server committed, all stand with
+    their seats; if not, each of them is answered 503 and its seats go back."""
+    async with commit_cutter(mysql_url) as cutter:
+        async with booking_runtime(tmp_path, cutter.url(mysql_url)) as (runtime, _):
+            http = _as_served(runtime)
+            flight = await create_flight(runtime, capacity=100, price=100)
+            cutter.cut_next(_several_bookings, answered=answered)
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 1}
+            answers = await asyncio.gather(
+                *(http.post("/api/v1/bookings", json=body, headers=_USER_1) for _ in range(8))
+            )
+            assert cutter.cut == 1
+            made = [a.json()["data"]["id"] for a in answers if a.status_code == 200]
+            refused = [a for a in answers if a.status_code != 200]
+            rows = await runtime.database("booking").fetch_all(sa.select(bookings.c.id))
+            assert sorted(row[0] for row in rows) == sorted(made)
+            if answered:
+                assert refused == []
+            else:
+                assert len(refused) > 1
+                assert all(a.status_code == 503 and "not made" in a.json()["message"]
+                           for a in refused)
+            assert await free_seats(runtime, flight["id"]) == 100 - len(made)
+
+
+def _several_bookings(query: str) -> bool:
+    """A query that commits more than one booking."""
+    return query.endswith("COMMIT") and query.count("'Booked'") > 1
 
 
 async def test_lost_commits_do_not_use_up_the_pool(tmp_path: Path, mysql_url: str) -> None:
@@ -177,6 +212,43 @@ async def test_a_seat_change_whose_answer_is_lost_gives_back_what_it_took(
             answer = await http.post("/api/v1/bookings", json=body, headers=_USER_1)
             assert answer.status_code == 200, answer.text
             assert await free_seats(runtime, flight["id"]) == 7
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["taken", "not-taken"])
+async def test_seat_changes_made_together_whose_answer_is_lost_give_back_what_they_took(
+    tmp_path: Path, mysql_url: str, answered: bool
+) -> None:
+    """The seat changes of bookings that arrive together go in one trip; the connection
+    breaks while it is out: each of those bookings is answered 503, and gives back under
+    its key whatever its change did."""
+    async with commit_cutter(mysql_url) as cutter:
+        async with booking_runtime(tmp_path, cutter.url(mysql_url)) as (runtime, _):
+            http = _as_served(runtime)
+            flight = await create_flight(runtime, capacity=100, price=100)
+            cutter.cut_next(lambda query: query.count("UPDATE flights") > 1, answered=answered)
+            body = {"flightId": flight["id"], "userId": 1, "NoOfSeats": 1}
+            answers = await asyncio.gather(
+                *(http.post("/api/v1/bookings", json=body, headers=_USER_1) for _ in range(8))
+            )
+            assert cutter.cut == 1
+            refused = [a for a in answers if a.status_code != 200]
+            assert len(refused) > 1
+            assert all(a.status_code == 503 and "flights" in a.json()["message"] for a in refused)
+            made = 8 - len(refused)
+            count = sa.select(sa.func.count()).select_from(reservations)
+            released = count.where(reservations.c.status == RELEASED)
+            await eventually(lambda: _count_is(runtime, released, len(refused)))
+            assert await _count_is(runtime, count.where(reservations.c.status == HELD), made)
+            assert await free_seats(runtime, flight["id"]) == 100 - made
+
+
+async def _count_is(runtime, query: sa.Select, count: int) -> bool:
+    """For `eventually`: the flights database counts `count` (False while it cannot be read:
+    its pooled connections to the relay were cut)."""
+    try:
+        return await runtime.database("flights").fetch_val(query) == count
+    except Exception:
+        return False
 
 
 async def _released(runtime, seats: int) -> bool:

@@ -8,7 +8,6 @@ results and raise the same exceptions: `FlightNotFound`, `NotEnoughSeats`, and
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -63,18 +62,16 @@ class FlightsClient(Protocol):
 class LocalFlights:
     """Flights in this process: direct calls to its store.
 
-    On SQLite the file has one connection: the seat changes of bookings that arrive while
-    one is being made wait, and are then made together, one transaction and one call to
-    the file's thread for all of them (`store.reserve_seats_together`); one at a time, each
-    held flights.db for 2.5 ms under load while the others queued for it.
+    The seat changes of bookings that arrive while one is being made wait, and are then
+    made together, one transaction for all of them: on SQLite one call to the file's
+    thread (one at a time, each held flights.db for 2.5 ms under load while the others
+    queued for it), on MySQL one trip (`store.reserve_seats_together`,
+    `store.reserve_seats_once_together`).
     """
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._takes: Batch[tuple[int, int], Reservation] | None = None
-        if db.is_sqlite(database):
-            takes = functools.partial(store.reserve_seats_together, database)
-            self._takes = Batch(takes, "flights: seat changes")
+        self._takes = Batch(self._take_together, "flights: seat changes")
 
     async def reserve_seats(self, flight_id: int, seats: int, key: str) -> Reservation:
         """On a database server the seats are recorded under `key` in the same trip (a row
@@ -82,12 +79,10 @@ class LocalFlights:
         caller gives back under the key whatever it did (`ServiceUnavailable` with
         `maybe_done`, as over HTTP). A SQLite file in this process answers or raises, so
         there no key is recorded."""
-        if self._takes is not None:
-            if seats < 1:
-                raise ValueError(f"seats must be a positive integer, got {seats}")
-            return await self._takes.submit((flight_id, seats))
+        if seats < 1:
+            raise ValueError(f"seats must be a positive integer, got {seats}")
         try:
-            return await store.reserve_seats_once(self.database, key, flight_id, seats)
+            return await self._takes.submit((key, flight_id, seats))
         except Exception as exc:
             if db.answer_lost(exc) or isinstance(exc, db.CommitUnknown):
                 raise ServiceUnavailable(
@@ -95,6 +90,14 @@ class LocalFlights:
                     maybe_done=True,
                 ) from exc
             raise
+
+    async def _take_together(
+        self, requests: list[tuple[str, int, int]]
+    ) -> list[Reservation | Exception]:
+        if db.is_sqlite(self.database):
+            unkeyed = [(flight_id, seats) for _, flight_id, seats in requests]
+            return await store.reserve_seats_together(self.database, unkeyed)
+        return await store.reserve_seats_once_together(self.database, requests)
 
     async def release_seats(self, flight_id: int, seats: int) -> int:
         return await store.release_seats(self.database, flight_id, seats)

@@ -23,7 +23,7 @@ from databases import Database
 from databases.core import Connection
 from databases.interfaces import Record
 
-from airbourne import db, retention
+from airbourne import batch, db, retention
 from airbourne.services.flights.schema import (
     HELD, RELEASED, airplanes, airports, cities, flights, reservations,
 )
@@ -284,11 +284,7 @@ async def reserve_seats_together(
     (see `LocalFlights`). Each change stands alone: one that finds too few seats, or no
     flight, takes nothing and gets its exception; the others go on."""
     if len(requests) == 1:  # alone: one statement, no transaction (one call instead of two)
-        [(flight_id, seats)] = requests
-        try:
-            return [await reserve_seats(database, flight_id, seats)]
-        except (FlightNotFound, Conflict) as exc:
-            return [exc]
+        return [await batch.outcome(reserve_seats(database, *requests[0]))]
     if any(seats < 1 for _, seats in requests):  # checked by each caller beforehand
         raise ValueError(f"seats must be positive integers, got {requests}")
     now = db.utcnow()
@@ -360,6 +356,61 @@ async def reserve_seats_once(
                 raise ReservationMismatch(key, flight_id, seats)
             # A retry: the same reservation.
             return _reservation(flight_id, seats, await _seats_of(conn, flight_id), key)
+
+
+async def reserve_seats_once_together(
+    database: Database, requests: Sequence[tuple[str, int, int]]
+) -> list[Reservation | Exception]:
+    """`reserve_seats_once` for each `(key, flight id, seats)` of `requests`, on MySQL in
+    one transaction and one trip for all of them (see `LocalFlights`). Each change stands
+    alone, as in `reserve_seats_together`.
+
+    The changes go in the order of their flights' ids, so that two such transactions lock
+    the flights they share in the same order and one waits for the other rather than both
+    deadlocking. A key recorded before (a retry, or a release that came first) fails the
+    transaction as a whole: nothing is taken, and each change is then made on its own.
+    A lost connection raises for all of them (each may have been made: release by key).
+    """
+    if len(requests) == 1 or db.is_sqlite(database):
+        return await _once_each(database, requests)
+    if any(seats < 1 for _, _, seats in requests):  # checked by each caller beforehand
+        raise ValueError(f"seats must be positive integers, got {requests}")
+    now = db.utcnow()
+    update = _seat_update(database.url.dialect, _TAKE)
+    order = sorted(range(len(requests)), key=lambda index: requests[index][1])
+    statements = []
+    for index in order:
+        key, flight_id, seats = requests[index]
+        values = {"key": key, "id": flight_id, "seats": seats, "held": HELD, "now": now}
+        statements += [(sql, values) for sql in (_RECORD, update, _FORGET_IF_NOT_TAKEN)]
+    ids, bound = db.in_list("id", sorted({flight_id for _, flight_id, _ in requests}))
+    read = f"SELECT id, {_SEATS_COLUMNS} FROM flights WHERE id IN {ids}"
+    async with database.connection() as conn:
+        try:
+            outcomes, rows = await db.run_in_transaction(
+                conn, statements, (read, bound), ("departureTime",)
+            )
+        except db.IntegrityErrors:  # nothing was taken
+            return await _once_each(database, requests)
+    updates = {index: outcomes[3 * position + 1] for position, index in enumerate(order)}
+    found = {row["id"]: row for row in rows}
+    results: list[Reservation | Exception] = []
+    for index, (key, flight_id, seats) in enumerate(requests):
+        flight = found.get(flight_id)
+        taken, flight = _matched(updates[index], [] if flight is None else [dict(flight)])
+        if flight is None:
+            results.append(FlightNotFound(flight_id))
+        elif not taken:
+            results.append(NotEnoughSeats(flight_id, seats, flight["totalSeats"]))
+        else:
+            results.append(_reservation(flight_id, seats, flight, key))
+    return results
+
+
+async def _once_each(
+    database: Database, requests: Sequence[tuple[str, int, int]]
+) -> list[Reservation | Exception]:
+    return [await batch.outcome(reserve_seats_once(database, *request)) for request in requests]
 
 
 async def release_reservation(database: Database, key: str, flight_id: int) -> tuple[int, int]:
@@ -463,10 +514,10 @@ async def _change_seats(
         if key is not None:
             if db.is_sqlite(database):
                 raise ValueError("a key is recorded in one trip on MySQL only")
-            statements = [_RECORD, update, _FORGET_IF_NOT_TAKEN]
             values.update(key=key, held=HELD)
+            statements = [(sql, values) for sql in (_RECORD, update, _FORGET_IF_NOT_TAKEN)]
             (_, outcome, _), rows = await db.run_in_transaction(
-                conn, statements, values, _SEATS_READ, times
+                conn, statements, (_SEATS_READ, values), times
             )
             return _matched(outcome, rows)
         if db.is_sqlite(database):
