@@ -1,8 +1,8 @@
 """The booking write path as the services run it: take seats on a flight as the booking
 service does in one process (`LocalFlights.reserve_seats`: on MySQL recorded under a key in
 the same trip), then write the booking and its outbox rows in one transaction (the booking
-service's `store.Writer`: on SQLite, bookings waiting together in one transaction), on
-SQLite or MySQL. No HTTP, no broker.
+service's `store.Writer`), on SQLite or MySQL. Both write the changes that wait together,
+one transaction for all of them. No HTTP, no broker.
 
     python -m bench.hotpaths.database --seconds 5 --concurrency 16
     python -m bench.hotpaths.database --db mysql://root@127.0.0.1:3306 --profile db.html
