@@ -23,7 +23,7 @@ from airbourne.services.flights import SERVICE as FLIGHTS
 from airbourne.services.flights import store as flights_store
 from airbourne.services.flights.schema import HELD, reservations
 from booking_support import create_flight, free_seats
-from support import calls_of, make_config, started
+from support import calls_of, client, make_config, started
 
 pytestmark = pytest.mark.anyio
 
@@ -104,6 +104,31 @@ async def test_seat_changes_made_together_each_take_or_fail_alone(
             assert sorted((r[0], r[1], r[2]) for r in held) == [(k, 2, HELD) for k in sorted(taken)]
     sizes = [len(requests) for _, requests in together]
     assert max(sizes) > 1 and sum(sizes) == 11
+
+
+async def test_keyed_reservations_over_http_are_made_together(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flights service's route, for a booking service in another process: keyed
+    reservations that arrive while one is being made go together, and each is answered on
+    its own (five take their seats, five are refused, a key sent again answers the same
+    reservation and takes nothing more)."""
+    together = calls_of(monkeypatch, flights_store, "reserve_seats_once_together")
+    async with started(make_config(tmp_path, database_url), [FLIGHTS]) as runtime:
+        flight = await create_flight(runtime, capacity=10)
+        path = f"/api/v1/flights/{flight['id']}/seats/reserve"
+        async with client(runtime.apps["flights"]) as http:
+            first = await http.post(path, json={"seats": 2, "reservation": "first"})
+            assert first.status_code == 200, first.text
+            answers = await asyncio.gather(
+                http.post(path, json={"seats": 2, "reservation": "first"}),
+                *(http.post(path, json={"seats": 2, "reservation": f"key-{n}"}) for n in range(8)),
+            )
+        assert answers[0].status_code == 200 and answers[0].json()["data"]["seats"] == 2
+        assert Counter(answer.status_code for answer in answers[1:]) == {200: 4, 409: 4}
+        assert await free_seats(runtime, flight["id"]) == 0
+    sizes = [len(requests) for _, requests in together]
+    assert max(sizes) > 1 and sum(sizes) == 10
 
 
 @pytest.mark.mysql

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from airbourne import db, retention, validate
+from airbourne.batch import Batch
 from airbourne.http import (
     ApiError, bad_request, created, exception_handlers, failure, ok, read_json,
 )
@@ -74,6 +75,9 @@ def create_app(runtime: Runtime) -> Starlette:
     handlers = {**exception_handlers, store.NotFound: _store_error, store.Conflict: _store_error}
     app = Starlette(routes=[Mount("/api/v1", routes=routes)], exception_handlers=handlers)
     app.state.database = runtime.database("flights")
+    app.state.keyed_reservations = Batch(
+        partial(store.reserve_seats_once_together, app.state.database), "flights: reservations"
+    )
     return app
 
 
@@ -303,11 +307,10 @@ async def reserve_seats(request: Request) -> Response:
     body = await read_json(request)
     seats = validate.integer(body, "seats", maximum=MAX_CAPACITY)
     key = _reservation_key(body)
-    database = _database(request)
     if key is None:
-        reservation = await store.reserve_seats(database, flight_id, seats)
-    else:
-        reservation = await store.reserve_seats_once(database, key, flight_id, seats)
+        reservation = await store.reserve_seats(_database(request), flight_id, seats)
+    else:  # together with the keyed changes that arrive meanwhile, as in LocalFlights
+        reservation = await request.app.state.keyed_reservations.submit((key, flight_id, seats))
     data = {
         "flightId": flight_id, "seats": seats, "price": reservation.price,
         "totalSeats": reservation.total_seats, "flightNumber": reservation.flight_number,
