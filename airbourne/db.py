@@ -264,6 +264,12 @@ def _pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+@functools.lru_cache(maxsize=256)
+def _names(sql: str) -> tuple[str, ...]:
+    """The `:name` parameters of `sql`, each once."""
+    return tuple(dict.fromkeys(_NAMED.findall(sql)))
+
+
 @dataclass(frozen=True)
 class Outcome:
     rowcount: int
@@ -565,8 +571,8 @@ async def _send(
 
 def _render(raw: Any, sql: str, values: Mapping[str, Any]) -> str:
     """`sql` with its `:name` parameters replaced by the values as MySQL literals."""
-    literal = raw.literal
-    return _pyformat(sql) % {name: literal(value) for name, value in values.items()}
+    literal = raw.literal  # only the values `sql` names: escaping is most of the cost
+    return _pyformat(sql) % {name: literal(values[name]) for name in _names(sql)}
 
 
 async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
