@@ -111,8 +111,8 @@ async def test_keyed_reservations_over_http_are_made_together(
 ) -> None:
     """The flights service's route, for a booking service in another process: keyed
     reservations that arrive while one is being made go together, and each is answered on
-    its own (five take their seats, five are refused, a key sent again answers the same
-    reservation and takes nothing more)."""
+    its own: of eight new keys for the eight seats left four take theirs and four are
+    refused, and a key sent again answers its reservation and takes nothing more."""
     together = calls_of(monkeypatch, flights_store, "reserve_seats_once_together")
     async with started(make_config(tmp_path, database_url), [FLIGHTS]) as runtime:
         flight = await create_flight(runtime, capacity=10)

@@ -23,7 +23,7 @@ from databases.core import Connection
 from airbourne import db
 
 BLOCK = 100
-"""Ids drawn at a time: one UPDATE per hundred bookings."""
+"""Ids drawn at a time: a read and an UPDATE per hundred bookings."""
 
 _AFTER_IN_USE = "SELECT COALESCE(MAX(id), 0) + 1 AS after FROM bookings"
 """A block starts after the last block drawn and after every id in use, should bookings have
