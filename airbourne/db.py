@@ -260,14 +260,10 @@ _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @functools.lru_cache(maxsize=256)
-def _pyformat(sql: str) -> str:
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-@functools.lru_cache(maxsize=256)
-def _names(sql: str) -> tuple[str, ...]:
-    """The `:name` parameters of `sql`, each once."""
-    return tuple(dict.fromkeys(_NAMED.findall(sql)))
+def _pyformat(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `%(name)s` for its `:name` parameters, and their names, each once."""
+    template = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+    return template, tuple(dict.fromkeys(_NAMED.findall(sql)))
 
 
 @dataclass(frozen=True)
@@ -571,8 +567,9 @@ async def _send(
 
 def _render(raw: Any, sql: str, values: Mapping[str, Any]) -> str:
     """`sql` with its `:name` parameters replaced by the values as MySQL literals."""
+    template, names = _pyformat(sql)
     literal = raw.literal  # only the values `sql` names: escaping is most of the cost
-    return _pyformat(sql) % {name: literal(values[name]) for name in _names(sql)}
+    return template % {name: literal(values[name]) for name in names}
 
 
 async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -584,7 +581,7 @@ async def run_many(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]]
     if id(raw) in _open:
         await _send(raw, [])  # what the transaction owes goes first
     async with raw.cursor() as cursor:
-        await cursor.executemany(_pyformat(sql), rows)
+        await cursor.executemany(_pyformat(sql)[0], rows)
 
 
 async def fetch_all(

@@ -269,11 +269,10 @@ async def reserve_seats(
     `IntegrityError` for a key recorded before (nothing is taken).
     """
     changed, flight = await _change_seats(database, _TAKE, flight_id, seats, key)
-    if flight is None:
-        raise FlightNotFound(flight_id)
-    if not changed:
-        raise NotEnoughSeats(flight_id, seats, flight["totalSeats"])
-    return _reservation(flight_id, seats, flight, key)
+    taken = _taken(flight_id, seats, changed, flight, key)
+    if isinstance(taken, Exception):
+        raise taken
+    return taken
 
 
 async def reserve_seats_together(
@@ -298,13 +297,24 @@ async def reserve_seats_together(
         flights_now = iter(await db.fetch_each(conn, _SEATS_READ, refused, times) if refused else [])
     results: list[Reservation | Exception] = []
     for (flight_id, seats), rows in zip(requests, taken):
-        if rows:
-            results.append(_reservation(flight_id, seats, rows[0]))
-        elif found := next(flights_now):
-            results.append(NotEnoughSeats(flight_id, seats, found[0]["totalSeats"]))
-        else:
-            results.append(FlightNotFound(flight_id))
+        changed = bool(rows)
+        if not changed:  # refused: the flight as read after it, if there is one
+            rows = next(flights_now)
+        results.append(_taken(flight_id, seats, changed, rows[0] if rows else None))
     return results
+
+
+def _taken(
+    flight_id: int, seats: int, changed: bool, flight: Mapping[str, Any] | None,
+    key: str | None = None,
+) -> Reservation | Exception:
+    """What taking `seats` came to, from whether the UPDATE matched and the flight's row
+    (None: no such flight): the reservation, or the refusal to raise."""
+    if flight is None:
+        return FlightNotFound(flight_id)
+    if not changed:
+        return NotEnoughSeats(flight_id, seats, flight["totalSeats"])
+    return _reservation(flight_id, seats, flight, key)
 
 
 def _reservation(
@@ -397,13 +407,8 @@ async def reserve_seats_once_together(
     results: list[Reservation | Exception] = []
     for index, (key, flight_id, seats) in enumerate(requests):
         flight = found.get(flight_id)
-        taken, flight = _matched(updates[index], [] if flight is None else [dict(flight)])
-        if flight is None:
-            results.append(FlightNotFound(flight_id))
-        elif not taken:
-            results.append(NotEnoughSeats(flight_id, seats, flight["totalSeats"]))
-        else:
-            results.append(_reservation(flight_id, seats, flight, key))
+        changed, flight = _matched(updates[index], [] if flight is None else [dict(flight)])
+        results.append(_taken(flight_id, seats, changed, flight, key))
     return results
 
 
