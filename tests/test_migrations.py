@@ -3,13 +3,16 @@ new one, built as the table is defined now, passes the step by."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
 
 from airbourne import db
 from airbourne.db import Migration, create_tables
 from airbourne.services.booking.ids import BookingIds
 from airbourne.services.booking.schema import MIGRATIONS, bookings, id_blocks, outbox
+from airbourne.services.reminder import schema as reminder_schema, store as reminder_store
+from airbourne.services.reminder.schema import tickets
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +106,60 @@ async def index_names(database, table: str) -> set[str]:
         " WHERE table_schema = DATABASE() AND table_name = :table", {"table": table}
     )
     return {row[0] for row in rows}
+
+
+async def test_tickets_of_one_status_are_paged_off_an_index_not_sorted(
+    database_url: str,
+) -> None:
+    """Reminder migration 2 indexes a tickets table built before it; a page of one status
+    is then read in id order off that index (before it, every ticket of the status was
+    sorted for each page: most are SUCCESS, kept for 30 days)."""
+    database = await db.connect(database_url)
+    try:
+        first = reminder_schema.MIGRATIONS[:1]
+        assert await db.migrate(database, "reminder", first) == [1]
+        async with database.connection() as conn:  # as migration 1 built it before the index
+            await conn.execute("DROP INDEX ix_tickets_status" + (
+                "" if database.url.dialect == "sqlite" else " ON tickets"))
+        await add_tickets(database, 300)
+        page = reminder_store.page_query("SUCCESS", 20, 40)
+        assert await sorts(database, page)
+        assert await db.migrate(database, "reminder", reminder_schema.MIGRATIONS) == [2]
+        assert not await sorts(database, page)
+        assert not await sorts(database, reminder_store.page_query(None, 20, 40))
+        async with database.connection() as conn:
+            await reminder_schema.MIGRATIONS[1].apply(conn, database.url.dialect)  # repeated
+        listed = await reminder_store.list_tickets(database, "SUCCESS", 20, 40)
+        assert [ticket["id"] for ticket in listed] == list(range(122, 182, 3))
+    finally:
+        await db.disconnect(database)
+
+
+async def add_tickets(database, count: int) -> None:
+    """`count` tickets, ids 1.., every third one PENDING, SUCCESS, FAILED in turn."""
+    now = db.utcnow()
+    statuses = ("PENDING", "SUCCESS", "FAILED")
+    await database.execute_many(str(db.insert_sql(tickets, TICKET_COLUMNS)), [
+        {"id": i, "subject": "s", "content": "c", "recepientEmail": "a@example.com",
+         "status": statuses[(i - 1) % 3], "notificationTime": now, "attempts": 0,
+         "nextAttemptAt": now, "createdAt": now, "updatedAt": now}
+        for i in range(1, count + 1)
+    ])
+    if database.url.dialect == "mysql":
+        await database.execute("ANALYZE TABLE tickets")
+
+
+TICKET_COLUMNS = ("id", "subject", "content", "recepientEmail", "status", "notificationTime",
+                  "attempts", "nextAttemptAt", "createdAt", "updatedAt")
+
+
+async def sorts(database, query: sa.Select) -> bool:
+    """Whether the database's plan for `query` sorts its rows instead of reading them off
+    an index in order."""
+    if database.url.dialect == "sqlite":
+        sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+        plan = await database.fetch_all("EXPLAIN QUERY PLAN " + sql)
+        return any("TEMP B-TREE" in row[3] for row in plan)
+    sql = str(query.compile(dialect=mysql.dialect(), compile_kwargs={"literal_binds": True}))
+    plan = await database.fetch_all("EXPLAIN " + sql)
+    return any("filesort" in (row._mapping["Extra"] or "") for row in plan)

@@ -108,10 +108,14 @@ async def get_ticket(database: Database, ticket_id: int) -> dict[str, Any] | Non
 async def list_tickets(
     database: Database, status: str | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
+    rows = await database.fetch_all(page_query(status, limit, offset))
+    return [public(row._mapping) for row in rows]
+
+
+def page_query(status: str | None, limit: int, offset: int) -> sa.Select:
+    """A page of tickets in id order, of one status or all (read off `ix_tickets_status`)."""
     query = sa.select(*_public_columns).order_by(tickets.c.id).limit(limit).offset(offset)
-    if status is not None:
-        query = query.where(tickets.c.status == status)
-    return [public(row._mapping) for row in await database.fetch_all(query)]
+    return query if status is None else query.where(tickets.c.status == status)
 
 
 async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
