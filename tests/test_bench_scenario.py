@@ -182,3 +182,33 @@ def test_target_mode_drives_the_bare_endpoint(tmp_path):
     metrics = json.loads((tmp_path / "bare.json").read_text())["metrics"]
     assert metrics["http_reqs{operation:target}"]["count"] > 0
     assert metrics["http_req_failed{operation:target}"]["rate"] == 0
+
+
+@pytest.mark.e2e
+def test_soak_runs_rounds_and_samples_the_servers_memory(tmp_path):
+    with Airbourne(tmp_path / "data") as server:
+        server.start(expect=5)
+        result = run_bench(
+            "bench.soak", "--pid", str(server.process.pid), "--rounds", "2", "--profile",
+            "smoke", "--every", "0.5", "--gateway", server.url("gateway"),
+            "--auth", server.url("auth"), "--flights", server.url("flights"),
+            "--json", str(tmp_path / "soak.json"),
+        )
+    assert result.returncode == 0, result.stderr
+    soak = json.loads((tmp_path / "soak.json").read_text())
+    assert [r["round"] for r in soak["rounds"]] == [1, 2]
+    for r in soak["rounds"]:
+        assert r["bookings"] >= 2 and r["failed"] == 0
+        assert 0 < r["p50"] <= r["p95"] <= r["p99"] <= r["max"]
+        assert 10 < r["memory_start_mb"] <= r["memory_max_mb"] < 2000
+        assert r["memory_end_mb"] <= r["memory_max_mb"]
+    times = [t for t, _ in soak["samples"]]
+    assert len(times) >= 4 and times == sorted(times)  # two smoke rounds: over 3 s
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("round 1: ") and lines[1].startswith("round 2: ")
+    assert lines[2].startswith("after the first round: ")
+
+
+def test_soak_refuses_a_process_that_is_not_there():
+    result = run_bench("bench.soak", "--pid", "0")
+    assert result.returncode == 2 and "no process 0" in result.stderr
