@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
+import stat
 from email._policybase import compat32
 
 import pytest
@@ -86,6 +88,32 @@ async def test_outbox_writes_messages_sent_together_each_to_a_file_of_its_own(tm
     written = [email.message_from_bytes(path.read_bytes())["Subject"] for path in files]
     assert sorted(written) == sorted(subjects)
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [p.name for p in files]
+
+
+async def test_outbox_puts_the_names_on_disk_before_send_returns(tmp_path, monkeypatch):
+    """Each file is fsynced before its rename, and the folder after the renames, once for
+    messages sent together (and the folder's own name the first time): a crash after `send`
+    returns keeps every message."""
+    folder = tmp_path / "outbox"
+    synced: list[str] = []  # "file", or a folder's entries when it was synced
+    original = os.fsync
+
+    def recorded(descriptor: int) -> None:
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            synced.append(" ".join(sorted(os.listdir(descriptor))))
+        else:
+            synced.append("file")
+        original(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    mailer = OutboxMailer(folder)
+    await asyncio.gather(*(mailer.send(reminder_email(subject=f"M{n}")) for n in range(5)))
+    names = " ".join(path.name for path in mailer.messages())
+    assert len(mailer.messages()) == 5 and ".tmp" not in names
+    assert synced == ["file"] * 5 + [names, "outbox"]  # one batch, the folder, its parent
+    await mailer.send(reminder_email())
+    assert synced[7:] == ["file", " ".join(path.name for path in mailer.messages())]
+    await mailer.close()
 
 
 async def test_outbox_that_cannot_be_written_is_a_mail_error(tmp_path):

@@ -3,7 +3,9 @@
 Nothing is lost and nothing needs a mail server: a developer opens the files in a mail
 client, a test parses them with `email.message_from_bytes`, and an operator can hand the
 folder to a real relay later. A file is written under a hidden temporary name and renamed
-into place, so whoever watches the folder never reads half a message.
+into place, so whoever watches the folder never reads half a message. `send` returns once
+the file and its name are on disk (the file, then the folder, fsynced): a crash right after
+cannot lose a message the reminder has marked sent.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class OutboxMailer:
         # Messages sent together are written by one call in a worker thread: a hand-off to
         # a thread per message cost the event loop as much as the write itself.
         self._writes = Batch(self._write_in_thread, f"outbox mailer: {folder}")
+        self._placed = False
 
     async def send(self, message: Message) -> None:
         try:
@@ -48,14 +51,24 @@ class OutboxMailer:
 
     def _write_all(self, messages: list[bytes]) -> list[Path | OSError]:
         """Write each message to a file of its own, or say why it could not be. A file is
-        on disk (fsync) before it gets its name; writing them all before the first fsync
-        lets the file system flush them together."""
+        on disk (fsync) before it gets its name, and the names are on disk (the folder's
+        fsync, once for the batch) before any is reported written. Writing them all before
+        the first fsync lets the file system flush them together."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)  # the first message, or removed
         except OSError as exc:
             return [exc] * len(messages)
         drafts = [self._draft(data) for data in messages]
-        return [_finish(*draft) if isinstance(draft, tuple) else draft for draft in drafts]
+        finished = [_finish(draft) for draft in drafts]
+        if any(isinstance(outcome, Path) for outcome in finished):
+            try:
+                _sync_folder(self.folder)
+                if not self._placed:  # the folder's own name, once: it may be new
+                    _sync_folder(self.folder.parent)
+                    self._placed = True
+            except OSError as exc:  # the names may not survive a crash: try again later
+                return [exc] * len(messages)
+        return finished
 
     def _draft(self, data: bytes) -> tuple[BinaryIO, Path] | OSError:
         """`data` written, not yet flushed to disk, under a hidden temporary name."""
@@ -75,8 +88,11 @@ class OutboxMailer:
         return file, temporary
 
 
-def _finish(file: BinaryIO, temporary: Path) -> Path | OSError:
+def _finish(draft: tuple[BinaryIO, Path] | OSError) -> Path | OSError:
     """Flush the draft to disk, then give it its name."""
+    if isinstance(draft, OSError):
+        return draft
+    file, temporary = draft
     final = temporary.with_name(temporary.name[1:].removesuffix(".tmp"))
     try:
         with file:
@@ -86,6 +102,14 @@ def _finish(file: BinaryIO, temporary: Path) -> Path | OSError:
         _discard(file, temporary)
         return exc
     return final
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _discard(file: BinaryIO, temporary: Path) -> None:
