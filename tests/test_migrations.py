@@ -139,7 +139,7 @@ async def add_tickets(database, count: int) -> None:
     """`count` tickets, ids 1.., every third one PENDING, SUCCESS, FAILED in turn."""
     now = db.utcnow()
     statuses = ("PENDING", "SUCCESS", "FAILED")
-    await database.execute_many(str(db.insert_sql(tickets, TICKET_COLUMNS)), [
+    await database.execute_many(db.insert_sql(tickets, TICKET_COLUMNS), [
         {"id": i, "subject": "s", "content": "c", "recepientEmail": "a@example.com",
          "status": statuses[(i - 1) % 3], "notificationTime": now, "attempts": 0,
          "nextAttemptAt": now, "createdAt": now, "updatedAt": now}

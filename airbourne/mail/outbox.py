@@ -29,7 +29,7 @@ class OutboxMailer:
         # Messages sent together are written by one call in a worker thread: a hand-off to
         # a thread per message cost the event loop as much as the write itself.
         self._writes = Batch(self._write_in_thread, f"outbox mailer: {folder}")
-        self._placed = False
+        self._parent_synced = False
 
     async def send(self, message: Message) -> None:
         try:
@@ -63,10 +63,12 @@ class OutboxMailer:
         if any(isinstance(outcome, Path) for outcome in finished):
             try:
                 _sync_folder(self.folder)
-                if not self._placed:  # the folder's own name, once: it may be new
+                if not self._parent_synced:  # the folder's own name, once: it may be new
                     _sync_folder(self.folder.parent)
-                    self._placed = True
-            except OSError as exc:  # the names may not survive a crash: try again later
+                    self._parent_synced = True
+            except OSError as exc:
+                # The names may not survive a crash: reported failed, the messages are sent
+                # again later (and may then be written twice, never lost).
                 return [exc] * len(messages)
         return finished
 
