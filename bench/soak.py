@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.profiles import PROFILES, named
+from bench.profiles import PROFILES
 from bench.scenario import SetupError, booking_test, run
 
 BOOKING = "http_req_duration{operation:booking}"
@@ -59,7 +59,7 @@ async def soak(args: argparse.Namespace) -> dict:
         for number in range(1, args.rounds + 1):
             first = len(samples)
             begin = resident_mb(args.pid)
-            summary = await booking_test(named(args.profile, 0), urls)
+            summary = await booking_test(PROFILES[args.profile], urls)
             end = resident_mb(args.pid)
             during = [mb for _, mb in samples[first:]]
             latency = summary.metrics[BOOKING]

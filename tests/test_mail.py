@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import os
+import shutil
 import stat
 from email._policybase import compat32
 
@@ -114,6 +115,25 @@ async def test_outbox_puts_the_names_on_disk_before_send_returns(tmp_path, monke
     await mailer.send(reminder_email())
     assert synced[7:] == ["file", " ".join(path.name for path in mailer.messages())]
     await mailer.close()
+
+
+async def test_outbox_folder_made_again_has_its_name_put_on_disk_again(tmp_path, monkeypatch):
+    folder = tmp_path / "outbox"
+    mailer = OutboxMailer(folder)
+    await mailer.send(reminder_email())
+    shutil.rmtree(folder)
+    synced: list[int] = []  # the inode of each file or folder synced
+    original = os.fsync
+
+    def recorded(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_ino)
+        original(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    await mailer.send(reminder_email())
+    [message] = mailer.messages()
+    inodes = [os.stat(path).st_ino for path in (message, folder, tmp_path)]
+    assert synced == inodes  # the file, the folder made again, and its parent
 
 
 async def test_outbox_that_cannot_be_written_is_a_mail_error(tmp_path):

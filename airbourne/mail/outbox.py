@@ -29,7 +29,7 @@ class OutboxMailer:
         # Messages sent together are written by one call in a worker thread: a hand-off to
         # a thread per message cost the event loop as much as the write itself.
         self._writes = Batch(self._write_in_thread, f"outbox mailer: {folder}")
-        self._parent_synced = False
+        self._new_folder = False  # created, and its own name not yet on disk
 
     async def send(self, message: Message) -> None:
         try:
@@ -55,7 +55,10 @@ class OutboxMailer:
         fsync, once for the batch) before any is reported written. Writing them all before
         the first fsync lets the file system flush them together."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)  # the first message, or removed
+            self.folder.mkdir(parents=True)  # the first message, or removed since
+            self._new_folder = True
+        except FileExistsError:
+            pass  # as usual (a file in its place fails each message's open below)
         except OSError as exc:
             return [exc] * len(messages)
         drafts = [self._draft(data) for data in messages]
@@ -63,9 +66,9 @@ class OutboxMailer:
         if any(isinstance(outcome, Path) for outcome in finished):
             try:
                 _sync_folder(self.folder)
-                if not self._parent_synced:  # the folder's own name, once: it may be new
+                if self._new_folder:
                     _sync_folder(self.folder.parent)
-                    self._parent_synced = True
+                    self._new_folder = False
             except OSError as exc:
                 # The names may not survive a crash: reported failed, the messages are sent
                 # again later (and may then be written twice, never lost).
