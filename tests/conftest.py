@@ -64,6 +64,12 @@ def mysql_url() -> Iterable[str]:
 
 
 @pytest.fixture
+def mysql_server_url() -> str:
+    """The MariaDB server, without a database: for what makes and drops databases itself."""
+    return server_url("AIRBOURNE_TEST_MYSQL_URL").rstrip("/")
+
+
+@pytest.fixture
 def amqp_url() -> str:
     return server_url("AIRBOURNE_TEST_AMQP_URL")
 

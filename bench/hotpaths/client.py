@@ -11,18 +11,12 @@ latency and this process's CPU time per call, the figure that decides split mode
 from __future__ import annotations
 
 import argparse
-import resource
 from typing import Sequence
 
 from airbourne.clients.errors import call, session
 from bench.hotpaths import common
 
 BOOKING = {"flightId": 1, "userId": 1, "NoOfSeats": 2}
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -47,9 +41,9 @@ async def measure(args: argparse.Namespace) -> None:
 
     try:
         with common.profiled(args.profile):
-            started = cpu_seconds()
+            started = common.cpu_seconds()
             timings = await common.drive(post, args.seconds, args.concurrency)
-            cpu = cpu_seconds() - started
+            cpu = common.cpu_seconds() - started
     finally:
         await (client.aclose() if args.client == "httpx" else client.close())
     calls = len(timings.latencies)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,17 @@ try:
 except ImportError:  # no uvloop on Windows
     from asyncio import run
 
-__all__ = ["Operation", "Timings", "drive", "header", "line", "parser", "profiled", "run"]
+__all__ = ["Operation", "Timings", "cpu_seconds", "drive", "header", "line", "parser", "profiled", "run"]
 
 Operation = Callable[[], Awaitable[object]]
 
 POINTS = (50, 90, 95, 99)
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process so far, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parser(module: str, doc: str) -> argparse.ArgumentParser:

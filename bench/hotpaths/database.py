@@ -104,10 +104,10 @@ async def databases(target: str) -> AsyncIterator[tuple[Database, Database]]:
         finally:
             await db.disconnect(shared)
     finally:
-        _drop_mysql_database(server, name)
+        drop_mysql_database(server, name)
 
 
-def _drop_mysql_database(server: DatabaseURL, name: str) -> None:
+def drop_mysql_database(server: DatabaseURL, name: str) -> None:
     conn = pymysql.connect(
         host=server.hostname, port=server.port or 3306,
         user=server.username or "root", password=server.password or "",

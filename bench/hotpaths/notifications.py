@@ -1,17 +1,21 @@
-"""A booking's notifications, from its outbox rows to its confirmation email, on the embedded
-defaults: the outbox relay publishes to the memory broker, the reminder turns each message
-into a ticket and sends the confirmation, due at once, as a `.eml` file.
+"""A booking's notifications, from its outbox rows to its confirmation email: the outbox
+relay publishes to the broker, the reminder turns each message into a ticket and sends the
+confirmation, due at once, as a `.eml` file. On the embedded defaults, or on MySQL and
+RabbitMQ (fresh databases, exchange and queue of their own, removed afterwards).
 
     python -m bench.hotpaths.notifications --bookings 3000
     python -m bench.hotpaths.notifications --profile notifications.html
+    python -m bench.hotpaths.notifications --bookings 10000 \
+        --db mysql://root@127.0.0.1:3306 --broker amqp://guest:guest@127.0.0.1:5672/
 
 The outbox rows of `--bookings` bookings (a confirmation and a departure reminder each, as
 the booking service writes them) are written first; then the services run, in this process
 on a temporary folder, until every confirmation is in the outbox folder. It prints how long
 that took, bookings per second, and the CPU time per booking of this process (its threads
-included: SQLite's, the mail writer's). On the embedded defaults this work shares the
-process, and the core, with the bookings themselves: it is what separates the embedded
-closed loop from the one on MariaDB + RabbitMQ, where RabbitMQ holds the messages.
+included: SQLite's, the mail writer's; not the database server's nor RabbitMQ's). On the
+embedded defaults this work shares the process, and the core, with the bookings
+themselves: it is what separates the embedded closed loop from the one on MariaDB +
+RabbitMQ, where RabbitMQ holds the messages.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
+
+from databases import DatabaseURL
 
 from airbourne import config, db
 from airbourne.runtime import Runtime
@@ -32,17 +38,14 @@ from airbourne.services.booking import outbox
 from airbourne.services.registry import SERVICES
 from airbourne.services.reminder.schema import SUCCESS
 from bench.hotpaths import common
+from bench.hotpaths.database import drop_mysql_database
+from bench.hotpaths.queue import delete_topology
 
 ROWS_PER_TRANSACTION = 100
 POLL_SECONDS = 0.05
 _SENT = "SELECT COUNT(*) FROM tickets WHERE status = :sent"
 """Done: a ticket is marked SUCCESS once its email is written. Counting files instead, every
 poll, cost this process more CPU than the work measured."""
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def confirmations(folder: Path) -> int:
@@ -72,29 +75,29 @@ async def write_outbox_rows(runtime: Runtime, bookings: int) -> None:
 
 async def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="airbourne-bench-") as folder:
-        settings = config.load(environ={"AIRBOURNE_SERVER_DATA_DIR": folder})
-        services = [SERVICES[name] for name in ("auth", "flights", "booking", "reminder")]
-        writer = Runtime(settings, services, background=False)  # no relay, no reminder yet
-        await writer.start()
+        name = f"airbourne_bench_{uuid.uuid4().hex[:12]}"
+        environ = {"AIRBOURNE_SERVER_DATA_DIR": folder}
+        if args.db != "sqlite":
+            environ["AIRBOURNE_DATABASE_URL"] = f"{args.db.rstrip('/')}/{name}_{{service}}"
+        if args.broker != "memory://":
+            environ.update(AIRBOURNE_BROKER_URL=args.broker, AIRBOURNE_BROKER_EXCHANGE=name,
+                           AIRBOURNE_BROKER_NOTIFICATION_QUEUE=name,
+                           # RabbitMQ connects while the relay starts: its first try waits
+                           # this long after failing, not the default second.
+                           AIRBOURNE_BOOKING_OUTBOX_INTERVAL_SECONDS="0.05")
+        settings = config.load(environ=environ)
         try:
-            await write_outbox_rows(writer, args.bookings)
+            seconds, cpu, tickets, written = await notify(settings, args, Path(folder))
         finally:
-            await writer.stop()
-        emails = Path(folder) / "outbox"
-        runtime = Runtime(settings, services)
-        with common.profiled(args.profile):
-            began, cpu = time.perf_counter(), cpu_seconds()
-            await runtime.start()  # the relay takes the rows at once
-            try:
-                reminder = runtime.database("reminder")
-                while await reminder.fetch_val(_SENT, {"sent": SUCCESS}) < args.bookings:
-                    await asyncio.sleep(POLL_SECONDS)
-                seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
-                tickets = await reminder.fetch_val("SELECT COUNT(*) FROM tickets")
-            finally:
-                await runtime.stop()
-        written = confirmations(emails)
-    print(f"notifications of {args.bookings} bookings on the embedded defaults "
+            if args.db != "sqlite":
+                for service in SERVICES:
+                    drop_mysql_database(DatabaseURL(args.db), f"{name}_{service}")
+            if args.broker != "memory://":
+                await delete_topology(args.broker, name, name)
+    where = "the embedded defaults" if (args.db, args.broker) == ("sqlite", "memory://") else (
+        f"{DatabaseURL(args.db).dialect} and {args.broker.partition(':')[0]}"
+    )
+    print(f"notifications of {args.bookings} bookings on {where} "
           "(measured on this machine, as busy as it is)")
     print(f"all confirmations written in {seconds:.2f} s: {args.bookings / seconds:.0f} bookings/s,"
           f" {cpu * 1000 / args.bookings:.3f} ms of CPU per booking")
@@ -105,6 +108,33 @@ async def measure(args: argparse.Namespace) -> None:
           " departure reminder): as expected")
 
 
+async def notify(
+    settings: dict, args: argparse.Namespace, folder: Path
+) -> tuple[float, float, int, int]:
+    """Write the outbox rows, then run the services until every confirmation is sent: the
+    seconds and this process's CPU seconds that took, the tickets and the emails made."""
+    services = [SERVICES[name] for name in ("auth", "flights", "booking", "reminder")]
+    writer = Runtime(settings, services, background=False)  # no relay, no reminder yet
+    await writer.start()
+    try:
+        await write_outbox_rows(writer, args.bookings)
+    finally:
+        await writer.stop()
+    runtime = Runtime(settings, services)
+    with common.profiled(args.profile):
+        began, cpu = time.perf_counter(), common.cpu_seconds()
+        await runtime.start()  # the relay takes the rows at once
+        try:
+            reminder = runtime.database("reminder")
+            while await reminder.fetch_val(_SENT, {"sent": SUCCESS}) < args.bookings:
+                await asyncio.sleep(POLL_SECONDS)
+            seconds, cpu = time.perf_counter() - began, common.cpu_seconds() - cpu
+            tickets = await reminder.fetch_val("SELECT COUNT(*) FROM tickets")
+        finally:
+            await runtime.stop()
+    return seconds, cpu, tickets, confirmations(folder / "outbox")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     description, _, examples = __doc__.partition("\n\n")
     parser = argparse.ArgumentParser(
@@ -112,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--bookings", type=int, default=3000, help="bookings to notify")
+    parser.add_argument("--db", default="sqlite",
+                        help="sqlite (default) or a MySQL server: mysql://root@127.0.0.1:3306")
+    parser.add_argument("--broker", default="memory://",
+                        help="memory:// (default) or amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--profile", type=Path, metavar="OUT.html",
                         help="write a pyinstrument HTML profile of the run")
     common.run(measure(parser.parse_args(argv)))

@@ -1,7 +1,9 @@
 """Publish with confirms and consume, on the embedded broker or on RabbitMQ: messages
 published from `--concurrency` tasks at once, consumed by one subscriber. Reports the
 publish rate and latency (until the broker confirms) and the end-to-end latency (from the
-start of the publish to the handler).
+start of the publish to the handler), and this process's CPU time per message: with
+RabbitMQ, what publishing and consuming cost the client library (the broker's own CPU is
+not counted).
 
     python -m bench.hotpaths.queue --seconds 5 --concurrency 16
     python -m bench.hotpaths.queue --broker amqp://guest:guest@127.0.0.1:5672/
@@ -88,8 +90,10 @@ async def measure(args: argparse.Namespace) -> None:
         await connected(broker)
         await broker.subscribe(name, name, handler)
         with common.profiled(args.profile):
+            cpu = common.cpu_seconds()
             timings = await common.drive(publish, args.seconds, args.concurrency)
             await drained(sent, arrivals)
+            cpu = common.cpu_seconds() - cpu
     finally:
         await broker.close()
         if args.broker.startswith("amqp"):
@@ -108,6 +112,8 @@ async def measure(args: argparse.Namespace) -> None:
             f"within {DRAIN_SECONDS:.0f} s of the last publish"
         )
     print(f"check: {len(sent)} published, {len(arrivals)} received: as expected")
+    print(f"CPU time of this process: {cpu / len(sent) * 1e6:.0f} µs per message,"
+          " published and consumed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
