@@ -415,3 +415,34 @@ async def test_rabbitmq_connects_late_and_reconnects_with_its_consumers(amqp_url
             await until(lambda: received.bodies() == [b'"first"', b'"second"'])
         finally:
             await backend.cleanup()
+
+
+@pytest.mark.amqp
+async def test_rabbitmq_publishes_that_time_out_leave_later_confirms_paired(amqp_url: str) -> None:
+    """A publish whose confirm does not come in time fails, but is never cut off half
+    written: aiormq numbers a publish before writing it, and one cancelled in between
+    would pair every later confirm with the message before it, so that the next publish
+    waited for a confirm that never comes."""
+    backend = RabbitBackend(amqp_url)
+    try:
+        broker, queue = await backend.started(), backend.queue()
+        await broker.declare(queue, KEY)
+        broker.timeout = 0.001  # shorter than a confirm takes, long enough to start writing
+        outcomes = await asyncio.gather(
+            *(broker.publish(KEY, b"{}", message_id=f"late-{n}") for n in range(300)),
+            return_exceptions=True,
+        )
+        late = [outcome for outcome in outcomes if outcome is not None]
+        assert late and all(isinstance(outcome, BrokerUnavailable) for outcome in late)
+        assert all("did not confirm" in str(outcome) for outcome in late)
+
+        broker.timeout = 5.0
+        with anyio.fail_after(10):
+            await broker.publish(KEY, b"{}", message_id="on-time")
+        async with await aio_pika.connect(amqp_url) as connection:
+            declared = await (await connection.channel()).get_queue(queue)
+            # Each publish that timed out was written all the same (its retry would be a
+            # duplicate, which the reminder ignores by message id).
+            assert declared.declaration_result.message_count == 301
+    finally:
+        await backend.cleanup()
