@@ -18,10 +18,10 @@ Publishes from many tasks share the channel and wait for their confirms concurre
 aio-pika connects, declares and keeps the topology; each publish and each delivery goes
 through its protocol layer, aiormq, as aio-pika's own calls do underneath. aio-pika's
 `Exchange.publish` with a timeout puts each of a publish's four waits through
-`asyncio.wait_for` and waits for the frames to be written before the next publish may write, and each delivery
-became an `IncomingMessage` and a second task: together 266-300 µs of CPU per message
-published and consumed (`python -m bench.hotpaths.queue --broker amqp://...
---concurrency 200`), 143-181 µs through aiormq.
+`asyncio.wait_for` and waits for the frames to be written before the next publish may
+write, and each delivery became an `IncomingMessage` and a second task: together 266-300 µs
+of CPU per message published and consumed (`python -m bench.hotpaths.queue --broker
+amqp://... --concurrency 200`), 143-181 µs through aiormq.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from aio_pika.abc import (
 from aio_pika.exceptions import DeliveryError, PublishError
 import aiormq.abc
 from aiormq import spec
-from aiormq.abc import DeliveredMessage
 from yarl import URL
 
 from airbourne.broker.base import BrokerUnavailable, Handler, Message
@@ -51,7 +50,6 @@ from airbourne.ids import unique_hex
 logger = logging.getLogger("airbourne.broker")
 
 FIRST_RETRY_SECONDS = 0.5
-PERSISTENT = 2  # delivery_mode: RabbitMQ writes the message to disk
 
 
 class RabbitBroker:
@@ -108,7 +106,7 @@ class RabbitBroker:
             raise BrokerUnavailable(f"not connected to RabbitMQ at {self._where}")
         properties = spec.Basic.Properties(
             content_type="application/json",
-            delivery_mode=PERSISTENT,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id or unique_hex(),
         )
         # aiormq numbers a publish before it has written it: a publish cancelled in between
@@ -131,7 +129,7 @@ class RabbitBroker:
         except TimeoutError as exc:
             raise BrokerUnavailable(f"RabbitMQ did not confirm within {self.timeout} s") from exc
         except asyncio.CancelledError:
-            # aio-pika cancels the pending confirms of a channel that closes; only a
+            # aiormq cancels the pending confirms of a channel that closes; only a
             # cancellation of this task itself is a cancellation.
             if asyncio.current_task().cancelling():
                 raise
@@ -240,7 +238,7 @@ class RabbitBroker:
         queue = declared.name
         channel = await self._channel.get_underlay_channel()
 
-        async def on_message(delivered: DeliveredMessage) -> None:
+        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
             delivery, properties = delivered.delivery, delivered.header.properties
             message = Message(
                 body=delivered.body,

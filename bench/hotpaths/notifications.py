@@ -94,8 +94,9 @@ async def measure(args: argparse.Namespace) -> None:
                     drop_mysql_database(DatabaseURL(args.db), f"{name}_{service}")
             if args.broker != "memory://":
                 await delete_topology(args.broker, name, name)
+    database = "sqlite" if args.db == "sqlite" else DatabaseURL(args.db).dialect
     where = "the embedded defaults" if (args.db, args.broker) == ("sqlite", "memory://") else (
-        f"{DatabaseURL(args.db).dialect} and {args.broker.partition(':')[0]}"
+        f"{database} and {args.broker.partition(':')[0]}"
     )
     print(f"notifications of {args.bookings} bookings on {where} "
           "(measured on this machine, as busy as it is)")
