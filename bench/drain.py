@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from bench.hotpaths.common import cpu_seconds as cpu_seconds_of_this_process
 from bench.profiles import CLOSED_VUS, named
 from bench.scenario import booking_test, run
 
@@ -47,11 +47,6 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def peer(text: str) -> tuple[str, int]:
@@ -86,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     before, cpu_before = emails(args.outbox), cpu_seconds(args.pid)
     peers_before = {name: cpu_seconds([pid]) for name, pid in args.peer}
-    own_before = own_cpu_seconds()
+    own_before = cpu_seconds_of_this_process()
     urls = {"gateway": args.gateway, "auth": args.auth, "flights": args.flights}
     started = time.perf_counter()
     profile = named("closed", args.duration, args.vus)
@@ -108,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peer:
         costs = {"airbourne": cpu}
         costs.update({name: cpu_seconds([pid]) - peers_before[name] for name, pid in args.peer})
-        costs["load"] = own_cpu_seconds() - own_before
+        costs["load"] = cpu_seconds_of_this_process() - own_before
         total = sum(costs.values()) / booked
         cores = len(os.sched_getaffinity(0))
         print("CPU per booking: " + ", ".join(

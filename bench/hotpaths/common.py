@@ -24,7 +24,9 @@ try:
 except ImportError:  # no uvloop on Windows
     from asyncio import run
 
-__all__ = ["Operation", "Timings", "cpu_seconds", "drive", "header", "line", "parser", "profiled", "run"]
+__all__ = [
+    "Operation", "Timings", "cpu_seconds", "drive", "header", "line", "parser", "profiled", "run",
+]
 
 Operation = Callable[[], Awaitable[object]]
 

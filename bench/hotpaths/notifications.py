@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="memory:// (default) or amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--profile", type=Path, metavar="OUT.html",
                         help="write a pyinstrument HTML profile of the run")
-    common.run(measure(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.db != "sqlite" and DatabaseURL(args.db).dialect != "mysql":
+        parser.error(f"--db must be sqlite or mysql://user@host:port, got {args.db!r}")
+    common.run(measure(args))
 
 
 if __name__ == "__main__":
