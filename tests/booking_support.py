@@ -4,6 +4,7 @@ waiting for the outbox relay."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
@@ -33,19 +34,33 @@ async def booking_runtime(
             yield runtime, http
 
 
-async def collect(runtime: Runtime) -> list[Message]:
+async def collect(runtime: Runtime, delivered: list[Message] | None = None) -> list[Message]:
     """Subscribe to the notification queue, standing in for the reminder; returns the list
-    the messages are added to. On the memory broker an outbox row is sent only once a
-    consumer has handled its message."""
+    the messages are added to, a `BATCH` unpacked into the messages it holds (the reminder
+    does the same). `delivered`, if given, gets the broker's messages as they came. On the
+    memory broker an outbox row is sent only once a consumer has handled its message."""
     received: list[Message] = []
 
     async def handler(message: Message) -> None:
-        received.append(message)
+        if delivered is not None:
+            delivered.append(message)
+        received.extend(unbatched(message))
 
     settings = runtime.config["broker"]
     queue, binding_key = settings["notification_queue"], settings["reminder_binding_key"]
     await runtime.broker.subscribe(queue, binding_key, handler)
     return received
+
+
+def unbatched(message: Message) -> list[Message]:
+    """The messages `message` holds: itself, or each item of a `BATCH` with its own id."""
+    payload = json.loads(message.body)
+    if payload.get("service") != "BATCH":
+        return [message]
+    return [
+        Message(json.dumps(item["message"]).encode(), message.routing_key, item["messageId"])
+        for item in payload["data"]["messages"]
+    ]
 
 
 async def create_flight(

@@ -97,6 +97,27 @@ async def test_broker_outage_delays_messages_and_loses_none(
             assert flight["flightNumber"] in reminder["subject"]
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["together", "one-by-one"])
+async def test_notifications_relayed_together_go_as_one_message(
+    tmp_path: Path, together: bool
+) -> None:
+    env = {"AIRBOURNE_BOOKING_BATCH_NOTIFICATIONS": str(together).lower()}
+    async with booking_runtime(tmp_path, None, **env) as (runtime, http):
+        delivered: list[Message] = []
+        received = await collect(runtime, delivered)
+        runtime.broker.set_available(False)
+        flight = await create_flight(runtime, capacity=100, departure=DEPARTURE)
+        for user_id in range(1, 11):
+            await book(http, flight["id"], 1, user_id)
+        await eventually(lambda: tried_and_failed(runtime))
+
+        runtime.broker.set_available(True)
+        await eventually(lambda: all_sent(runtime))
+        await eventually(lambda: _count_is(received, 20))
+        assert_once_each(received, await outbox_rows(runtime))
+        assert len(delivered) == (1 if together else 20)
+
+
 async def test_the_memory_broker_without_the_reminder_in_process_is_announced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

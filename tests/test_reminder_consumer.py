@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from airbourne import db
-from airbourne.broker import Message
+from airbourne.broker import Message, Reject
 from airbourne.broker.memory import MemoryBroker
 from airbourne.runtime import Runtime
 from airbourne.services import reminder
@@ -38,6 +38,16 @@ def ticket_data(**changes: Any) -> dict[str, Any]:
     data = {"subject": "Your flight AB123", "content": "Boarding at gate G7.",
             "recepientEmail": "ada@example.com", "notificationTime": db.iso(LATER)}
     return {**data, **changes}
+
+
+def batch(*items: tuple[str, Any]) -> dict[str, Any]:
+    """A `BATCH` of (message id, message) items, as the booking outbox publishes them."""
+    messages = [{"messageId": message_id, "message": message} for message_id, message in items]
+    return {"service": "BATCH", "data": {"messages": messages}}
+
+
+def created(subject: str, **changes: Any) -> dict[str, Any]:
+    return {"service": "CREATE_TICKET", "data": ticket_data(subject=subject, **changes)}
 
 
 def basic_mail(**changes: Any) -> dict[str, Any]:
@@ -167,6 +177,16 @@ async def test_the_same_message_delivered_twice_makes_one_ticket(service):
         {"service": "SEND_BASIC_MAIL", "data": basic_mail(mailTo=None)},
         {"service": "SEND_BASIC_MAIL", "data": basic_mail(mailFrom="x\nBcc: eve@example.com")},
         {"service": "CANCEL_TICKETS", "data": {}},
+        {"service": "BATCH", "data": {}},
+        {"service": "BATCH", "data": {"messages": []}},
+        {"service": "BATCH", "data": {"messages": [1]}},
+        {"service": "BATCH", "data": {"messages": [{"message": {"service": "CANCEL_TICKETS"}}]}},
+        batch(("x" * 256, {"service": "CREATE_TICKET", "data": ticket_data()})),
+        batch(("inner", {"service": "CREATE_TICKET", "data": ticket_data()}),
+              ("nested", batch(("deep", {"service": "CREATE_TICKET", "data": ticket_data()})))),
+        batch(*((f"m-{i}", {"service": "CANCEL_TICKETS", "data": {"bookingId": 1}})
+                for i in range(1001))),
+        batch(("not-an-object", 5)),
     ],
 )
 async def test_poison_is_dead_lettered_and_the_next_message_handled(service, smtp, poison):
@@ -317,3 +337,57 @@ async def test_a_database_error_fails_every_handler_of_the_batch(service):
     await asyncio.gather(*(consumer.handle(message) for message in messages))
     subjects = [t["subject"] for t in await service.tickets()]
     assert sorted(s for s in subjects if s.startswith("Retry ")) == [f"Retry {i}" for i in range(5)]
+
+
+async def test_a_batch_makes_each_ticket_once_with_one_statement(service, smtp, monkeypatch):
+    from airbourne.services.reminder import store
+
+    calls = calls_of(monkeypatch, store, "create_tickets")
+    body = batch(
+        *((f"held-{i}", created(f"Held {i}")) for i in range(10)),
+        ("mail", {"service": "SEND_BASIC_MAIL", "data": basic_mail()}),
+    )
+    consumer = Consumer(sender_of(service.runtime))
+    message = Message(json.dumps(body).encode(), service.key, message_id="outer")
+    await consumer.handle(message)
+    await consumer.handle(message)  # delivered again: nothing more
+
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert sorted(s for s in subjects if s.startswith("Held ")) == sorted(
+        f"Held {i}" for i in range(10)
+    )
+    assert [len(made_from) for _, made_from in calls][0] == 10
+    assert [r.message["Subject"] for r in smtp.received] == ["Welcome aboard"]
+
+
+async def test_a_batch_does_its_good_messages_and_is_dead_lettered_naming_the_bad(service):
+    bad = created("Bad", recepientEmail="nobody")
+    body = batch(("good-1", created("Good 1")), ("bad-1", bad), ("good-2", created("Good 2")))
+    consumer = Consumer(sender_of(service.runtime))
+    message = Message(json.dumps(body).encode(), service.key, message_id="outer")
+    with pytest.raises(Reject, match=r"BATCH: 1 of 3 messages rejected: bad-1: CREATE_TICKET"):
+        await consumer.handle(message)
+    assert sorted(t["subject"] for t in await service.tickets()) == ["Good 1", "Good 2"]
+
+    await service.publish(message.body)  # through the broker: dead-lettered, good ones once
+    await service.drain()
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert subjects.count("Good 1") == subjects.count("Good 2") == 1
+    assert await service.dead_letters() == [message.body]
+
+
+async def test_a_cancel_in_a_batch_comes_after_the_messages_before_it_and_before_the_rest(
+    service,
+):
+    """A cancelled booking's messages: its reminder is cancelled, the notice of the
+    cancellation, which comes after the cancel, is not."""
+    body = batch(
+        ("reminder", created("9 reminder", bookingId=9)),
+        ("cancel", {"service": "CANCEL_TICKETS", "data": {"bookingId": 9}}),
+        ("notice", created("9 cancelled", bookingId=9)),
+    )
+    await service.publish(body)
+    await service.drain()
+    status = {t["subject"]: t["status"] for t in await service.tickets()}
+    assert status["9 reminder"] == "CANCELLED"
+    assert status["9 cancelled"] == "PENDING"

@@ -2,10 +2,11 @@
 calls for it, and the relay that carries it out afterwards.
 
 A booking commits its row and its messages together, so a message exists exactly when the
-booking does; the relay then publishes each message to the broker, or for `release_seats`
-gives the seats of a cancelled booking back to the flights service, and marks the row sent
-once the broker has confirmed it (RabbitMQ: stored; the memory broker, which keeps nothing
-past the process: handled by the reminder).
+booking does; the relay then publishes the messages to the broker (those it takes together
+as one broker message, see `batch_body`), or for `release_seats` gives the seats of a
+cancelled booking back to the flights service, and marks the row sent once the broker has
+confirmed it (RabbitMQ: stored; the memory broker, which keeps nothing past the process:
+handled by the reminder).
 A broker or flights outage only delays rows: they stay unsent and are tried again with a
 backoff, while bookings go on. Delivery is at least once: a row whose work was done but not
 yet marked sent (a crash in between) is done again, which the reminder tolerates by
@@ -124,6 +125,7 @@ async def _relay_lane(runtime: Runtime, lane: str) -> None:
     interval = runtime.config["booking"]["outbox_interval_seconds"]
     queue = runtime.config["broker"]["notification_queue"]
     binding_key = runtime.config["broker"]["reminder_binding_key"]
+    together = runtime.config["booking"]["batch_notifications"]
     backoff = Backoff(interval)
     declared: Broker | None = None
     while True:
@@ -136,7 +138,9 @@ async def _relay_lane(runtime: Runtime, lane: str) -> None:
                     # Keep messages published before the reminder ever subscribed.
                     await broker.declare(queue, binding_key)
                     declared = broker
-                taken, failed = await relay_batch(state.database, broker, state.flights, {lane})
+                taken, failed = await relay_batch(
+                    state.database, broker, state.flights, {lane}, together=together
+                )
             except Exception:
                 logger.exception("outbox: relay step failed (%s)", lane)
                 taken, failed = 0, {lane}
@@ -154,14 +158,19 @@ async def relay_batch(
     flights: FlightsClient,
     lanes: Iterable[str] = (PUBLISH, RELEASE),
     size: int = BATCH_SIZE,
+    together: bool = True,
 ) -> tuple[int, set[str]]:
     """Carry out up to `size` unsent rows of `lanes`, oldest first, all at once; mark the
-    ones done as sent with one UPDATE. Returns the number of rows taken and the lanes
-    that had a failure."""
+    ones done as sent with one UPDATE. With `together`, the messages to one routing key go
+    as one broker message (`batch_body`), else one each. Returns the number of rows taken
+    and the lanes that had a failure."""
     rows = await _unsent(database, set(lanes), size)
     if not rows:
         return 0, set()
-    errors = await asyncio.gather(*(_carry_out(row, broker, flights) for row in rows))
+    groups = _groups(rows, together)
+    outcomes = await asyncio.gather(*(_carry_out(group, broker, flights) for group in groups))
+    error_of = {row["id"]: error for group, error in zip(groups, outcomes) for row in group}
+    errors = [error_of[row["id"]] for row in rows]
     await _record(database, rows, errors)
     failed = {_lane(row["kind"]) for row, error in zip(rows, errors) if error is not None}
     if failed:
@@ -216,10 +225,39 @@ async def _unsent(database: Database, lanes: set[str], size: int) -> list[dict[s
         )
 
 
+def _groups(rows: list[dict[str, Any]], together: bool) -> list[list[dict[str, Any]]]:
+    """The rows carried out as one: with `together`, all messages to one routing key; else,
+    and for every seat release, each row alone."""
+    if not together:
+        return [[row] for row in rows]
+    groups: list[list[dict[str, Any]]] = []
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["kind"] == RELEASE_SEATS:
+            groups.append([row])
+        elif row["routingKey"] in by_key:
+            by_key[row["routingKey"]].append(row)
+        else:
+            by_key[row["routingKey"]] = [row]
+            groups.append(by_key[row["routingKey"]])
+    return groups
+
+
+def batch_body(rows: Sequence[dict[str, Any]]) -> bytes:
+    """One broker message holding the messages of `rows`, each with its own message id,
+    in the reminder's `BATCH` format (see services/reminder/consumer.py). Built from the
+    bodies as stored, which are JSON already."""
+    items = ",".join(
+        f'{{"messageId":"{row["messageId"]}","message":{row["body"]}}}' for row in rows
+    )
+    return f'{{"service":"BATCH","data":{{"messages":[{items}]}}}}'.encode()
+
+
 async def _carry_out(
-    row: dict[str, Any], broker: Broker, flights: FlightsClient
+    rows: list[dict[str, Any]], broker: Broker, flights: FlightsClient
 ) -> str | None:
-    """Do what `row` asks; None when done, else why not."""
+    """Do what `rows` ask (a group of `_groups`); None when done, else why not."""
+    row = rows[0]
     try:
         if row["kind"] == RELEASE_SEATS:
             release = json.loads(row["body"])
@@ -228,9 +266,11 @@ async def _carry_out(
                 await flights.release_reservation(flight_id, key)
             else:  # taken in-process: given back once per row, however often it is done
                 await flights.release_seats_once(flight_id, release["seats"], row["messageId"])
-        else:
+        elif len(rows) == 1:
             body, message_id = row["body"].encode(), row["messageId"]
             await broker.publish(row["routingKey"], body, message_id=message_id)
+        else:
+            await broker.publish(row["routingKey"], batch_body(rows))
     except (FlightNotFound, Conflict) as exc:
         # Trying again cannot help: the flight is gone, its seats are all free already, or
         # the reservation key names another flight's seats.
@@ -238,9 +278,13 @@ async def _carry_out(
     except (BrokerUnavailable, ServiceUnavailable) as exc:
         return str(exc)
     except Exception as exc:
-        logger.exception("outbox: row %d (%s) failed", row["id"], row["kind"])
+        logger.exception("outbox: %s (%s) failed", _named(rows), row["kind"])
         return repr(exc)
     return None
+
+
+def _named(rows: Sequence[dict[str, Any]]) -> str:
+    return f"row {rows[0]['id']}" if len(rows) == 1 else f"{len(rows)} rows from {rows[0]['id']}"
 
 
 async def _record(

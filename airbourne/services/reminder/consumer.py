@@ -1,10 +1,16 @@
 """The reminder's broker consumer: messages from other services become tickets and emails.
 
-Body: `{"service": "CREATE_TICKET" | "SEND_BASIC_MAIL" | "CANCEL_TICKETS", "data": {...}}`.
+Body: `{"service": "CREATE_TICKET" | "SEND_BASIC_MAIL" | "CANCEL_TICKETS", "data": {...}}`,
+or several such messages in one: `{"service": "BATCH", "data": {"messages": [{"messageId":
+"...", "message": {"service": ..., "data": ...}}, ...]}}`, as the booking outbox publishes
+what it relays together (a message costs both ends and RabbitMQ far more than its bytes).
 A handler returns only after its work is committed, which acknowledges the message. A
 message that can never succeed (not JSON, an unknown `service`, invalid data) raises
 `Reject` and goes to the dead letters instead of blocking the queue; any other error (the
-database is away) sends it back to be delivered again.
+database is away) sends it back to be delivered again. A batch is done item by item: its
+good items are done even when another is rejected, and the batch is then dead-lettered
+naming the rejected ones; delivered again, its items already done are recognised by their
+own message ids.
 
 Delivery is at-least-once, so every handler is idempotent: a ticket remembers the id of the
 message it came from and the same id makes no second ticket (and sends no second email);
@@ -13,6 +19,7 @@ cancelling twice cancels nothing more.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -33,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("airbourne.reminder")
 
 Data = Mapping[str, Any]
+
+BATCH = "BATCH"
+MAX_BATCH = 1000
+"""The most messages one batch may hold: the booking outbox relays at most 200 at a time."""
 
 
 class Consumer:
@@ -56,6 +67,32 @@ class Consumer:
             payload = json.loads(message.body)
         except (ValueError, RecursionError):
             raise Reject("the body is not JSON") from None
+        if isinstance(payload, dict) and payload.get("service") == BATCH:
+            await self.handle_batch(_batch_items(payload.get("data")))
+        else:
+            await self.dispatch(payload, message.message_id)
+
+    async def handle_batch(self, items: list[tuple[str, Any]]) -> None:
+        """Do the (message id, payload) `items` of a batch: together, so that their tickets
+        are written with one statement, except that a `CANCEL_TICKETS` waits for the items
+        before it and the items after it wait for it, as if they came one by one."""
+        rejected: list[str] = []
+        for run in _runs(items):
+            outcomes = await asyncio.gather(
+                *(self.dispatch(payload, message_id) for message_id, payload in run),
+                return_exceptions=True,
+            )
+            for (message_id, _), outcome in zip(run, outcomes):
+                if isinstance(outcome, Reject):
+                    rejected.append(f"{message_id}: {outcome}")
+                elif isinstance(outcome, BaseException):
+                    raise outcome  # delivered again: the items done meanwhile are not redone
+        if rejected:
+            shown = "; ".join(rejected[:5]) + ("; ..." if len(rejected) > 5 else "")
+            raise Reject(f"{BATCH}: {len(rejected)} of {len(items)} messages rejected: {shown}")
+
+    async def dispatch(self, payload: Any, message_id: str | None) -> None:
+        """Do what one message's decoded body asks."""
         if not isinstance(payload, dict):
             raise Reject("the body is not a JSON object")
         service, data = payload.get("service"), payload.get("data")
@@ -65,7 +102,7 @@ class Consumer:
         if not isinstance(data, dict):
             raise Reject(f"{service}: data must be a JSON object")
         try:
-            await action(data, message.message_id)
+            await action(data, message_id)
         except ApiError as exc:  # a field check failed: the message itself is wrong
             raise Reject(f"{service}: {exc.message}") from None
 
@@ -103,6 +140,40 @@ class Consumer:
     async def cancel_tickets(self, data: Data, message_id: str | None) -> None:
         booking_id = validate.integer(data, "bookingId")
         await store.cancel_booking_tickets(self.database, booking_id)
+
+
+def _batch_items(data: Any) -> list[tuple[str, Any]]:
+    """The (message id, payload) items of a batch's `data`; `Reject` if it is malformed."""
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise Reject(f"{BATCH}: data.messages must be a non-empty list")
+    if len(messages) > MAX_BATCH:
+        raise Reject(f"{BATCH}: at most {MAX_BATCH} messages, got {len(messages)}")
+    items = []
+    for index, item in enumerate(messages):
+        message_id = item.get("messageId") if isinstance(item, dict) else None
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= schema.MESSAGE_ID_MAX:
+            raise Reject(
+                f"{BATCH}: messages[{index}].messageId must be a string of 1 to"
+                f" {schema.MESSAGE_ID_MAX} characters"
+            )
+        payload = item.get("message")
+        if isinstance(payload, dict) and payload.get("service") == BATCH:
+            raise Reject(f"{BATCH}: messages[{index}] is a batch itself")
+        items.append((message_id, payload))
+    return items
+
+
+def _runs(items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    """`items` cut into runs that may be done together: each `CANCEL_TICKETS` alone."""
+    runs: list[list[tuple[str, Any]]] = [[]]
+    for item in items:
+        payload = item[1]
+        if isinstance(payload, dict) and payload.get("service") == "CANCEL_TICKETS":
+            runs.extend(([item], []))
+        else:
+            runs[-1].append(item)
+    return [run for run in runs if run]
 
 
 async def consume(runtime: Runtime) -> None:

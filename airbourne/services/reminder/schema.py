@@ -24,6 +24,7 @@ PENDING, SUCCESS, FAILED, CANCELLED = STATUSES = ("PENDING", "SUCCESS", "FAILED"
 SUBJECT_MAX = 255
 CONTENT_MAX = 10_000
 ERROR_MAX = 1000
+MESSAGE_ID_MAX = 255  # as long as AMQP's message-id
 
 metadata = sa.MetaData()
 
@@ -42,7 +43,7 @@ tickets = sa.Table(
     sa.Column("claimToken", sa.String(32)),
     timestamp_column("claimedUntil"),
     sa.Column("bookingId", sa.Integer),
-    sa.Column("messageId", sa.String(255)),
+    sa.Column("messageId", sa.String(MESSAGE_ID_MAX)),
     sa.Column("mailFrom", sa.String(320)),
     # Set by SEND_BASIC_MAIL's `mailFrom`; None means the configured mail.from_address.
     sa.UniqueConstraint("messageId", name="uq_tickets_message"),
