@@ -391,3 +391,30 @@ async def test_a_cancel_in_a_batch_comes_after_the_messages_before_it_and_before
     status = {t["subject"]: t["status"] for t in await service.tickets()}
     assert status["9 reminder"] == "CANCELLED"
     assert status["9 cancelled"] == "PENDING"
+
+
+async def test_a_cancel_waits_for_the_tickets_of_the_messages_delivered_before_it(
+    service, monkeypatch
+):
+    """Under load a ticket may still be on its way to the database when the cancel of its
+    booking is handled: the cancel must not overtake it."""
+    from airbourne.services.reminder import store
+
+    write = store.create_tickets
+
+    async def slow_write(*args):
+        await asyncio.sleep(0.2)  # a busy database
+        return await write(*args)
+
+    monkeypatch.setattr(store, "create_tickets", slow_write)
+    consumer = Consumer(sender_of(service.runtime))
+    reminder = Message(json.dumps(created("6 reminder", bookingId=6)).encode(), service.key,
+                       message_id="reminder-6")
+    cancel = Message(json.dumps({"service": "CANCEL_TICKETS", "data": {"bookingId": 6}}).encode(),
+                     service.key, message_id="cancel-6")
+    handled = asyncio.create_task(consumer.handle(reminder))
+    await asyncio.sleep(0)  # delivered first, and on its way to the database
+    await consumer.handle(cancel)
+    await handled
+    [ticket] = [t for t in await service.tickets() if t["subject"] == "6 reminder"]
+    assert ticket["status"] == "CANCELLED"

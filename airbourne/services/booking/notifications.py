@@ -62,11 +62,13 @@ class Notifications:
     def cancelled(
         self, booking: Mapping[str, Any], email: str, now: datetime
     ) -> list[OutboxMessage]:
-        """Stop the booking's pending tickets, then tell the user."""
+        """Stop the booking's pending tickets, then tell the user. The notice names no
+        `bookingId`, so that no cancel of the booking's tickets can stop it, whatever the
+        order in which the reminder handles the two."""
         booking_id = booking["id"]
         stop = self._message(CANCEL_TICKETS, "CANCEL_TICKETS", {"bookingId": booking_id})
         notice = self._ticket(
-            CANCELLATION, booking_id, email, now,
+            CANCELLATION, None, email, now,
             subject=f"Booking {booking_id} cancelled",
             content=(
                 f"Your booking {booking_id} ({_seats(booking['NoOfSeats'])} on flight id "
@@ -76,15 +78,23 @@ class Notifications:
         return [stop, notice]
 
     def _ticket(
-        self, kind: str, booking_id: int, email: str, due: datetime, *, subject: str, content: str
+        self,
+        kind: str,
+        booking_id: int | None,
+        email: str,
+        due: datetime,
+        *,
+        subject: str,
+        content: str,
     ) -> OutboxMessage:
-        ticket = {
+        ticket: dict[str, Any] = {
             "subject": subject,
             "content": content,
             "recepientEmail": email,
             "notificationTime": iso(due),
-            "bookingId": booking_id,
         }
+        if booking_id is not None:
+            ticket["bookingId"] = booking_id
         return self._message(kind, "CREATE_TICKET", ticket)
 
     def _message(self, kind: str, service: str, data: dict[str, Any]) -> OutboxMessage:

@@ -138,7 +138,11 @@ class Consumer:
         await self.sender.deliver(ticket, now)
 
     async def cancel_tickets(self, data: Data, message_id: str | None) -> None:
+        """Cancel the booking's PENDING tickets, once the tickets of the messages delivered
+        before this one are written: under load those may still be on their way to the
+        database, and a reminder written after the cancel would be sent."""
         booking_id = validate.integer(data, "bookingId")
+        await self._tickets.settled()
         await store.cancel_booking_tickets(self.database, booking_id)
 
 
