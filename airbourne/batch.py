@@ -64,6 +64,7 @@ class Batch(Generic[Item, Result]):
             raise
         finally:
             self._writing = None
+            self._in_write = []
 
     def _stopped(self, writer: asyncio.Task[None]) -> None:
         """A writer cancelled before its first step took nothing: fail what it would have

@@ -418,3 +418,11 @@ async def test_a_cancel_waits_for_the_tickets_of_the_messages_delivered_before_i
     await handled
     [ticket] = [t for t in await service.tickets() if t["subject"] == "6 reminder"]
     assert ticket["status"] == "CANCELLED"
+
+
+async def test_an_unknown_service_is_rejected_naming_the_known_ones(service):
+    consumer = Consumer(sender_of(service.runtime))
+    message = Message(b'{"service": "ORDER_PIZZA", "data": {}}', service.key, message_id="p")
+    known = "CREATE_TICKET, SEND_BASIC_MAIL, CANCEL_TICKETS, BATCH"
+    with pytest.raises(Reject, match=f"unknown service 'ORDER_PIZZA'; expected one of {known}"):
+        await consumer.handle(message)

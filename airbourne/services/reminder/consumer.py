@@ -98,7 +98,8 @@ class Consumer:
         service, data = payload.get("service"), payload.get("data")
         action = self._actions.get(service) if isinstance(service, str) else None
         if action is None:
-            raise Reject(f"unknown service {service!r}; expected one of {', '.join(self._actions)}")
+            known = ", ".join([*self._actions, BATCH])
+            raise Reject(f"unknown service {service!r}; expected one of {known}")
         if not isinstance(data, dict):
             raise Reject(f"{service}: data must be a JSON object")
         try:
