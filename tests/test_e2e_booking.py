@@ -335,4 +335,25 @@ def test_the_seed_scenario_against_all_services(tmp_path: Path, parts: str,
         ]
         assert len(bookings) == booked
         assert seats_taken == sum(booking["NoOfSeats"] for booking in bookings)
+
+        def tickets() -> list[dict]:
+            """Every ticket the reminder holds, page by page."""
+            found: list[dict] = []
+            while page := httpx.get(f"{server.url('reminder')}/api/v1/tickets",
+                                    params={"offset": len(found)}).json()["data"]:
+                found += page
+            return found
+
+        def every_booking_notified() -> bool:
+            """A confirmation and a departure reminder per booking, once each."""
+            return len(tickets()) >= 2 * booked
+
+        wait_for(every_booking_notified, seconds=30)
+        made = tickets()
+        assert len(made) == 2 * booked
+        for booking in bookings:
+            number = booking["id"]
+            confirmations = [t for t in made if f"booking {number} is confirmed" in t["content"]]
+            reminders = [t for t in made if f"Booking {number}, " in t["content"]]
+            assert len(confirmations) == len(reminders) == 1, (booking, made)
     assert result.returncode in (0, 99), result.stderr  # 99: a latency threshold, not a check
