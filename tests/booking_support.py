@@ -18,6 +18,7 @@ from airbourne.runtime import Runtime
 from airbourne.services import flights
 from airbourne.services.booking import SERVICE as BOOKING
 from airbourne.services.booking.schema import outbox
+from airbourne.services.reminder.consumer import BATCH, batch_items
 from support import client, make_config, started
 
 FAST_RELAY = {"AIRBOURNE_BOOKING_OUTBOX_INTERVAL_SECONDS": "0.05"}
@@ -53,13 +54,14 @@ async def collect(runtime: Runtime, delivered: list[Message] | None = None) -> l
 
 
 def unbatched(message: Message) -> list[Message]:
-    """The messages `message` holds: itself, or each item of a `BATCH` with its own id."""
+    """The messages `message` holds: itself, or each item of a `BATCH` with its own id, as
+    the reminder reads them."""
     payload = json.loads(message.body)
-    if payload.get("service") != "BATCH":
+    if payload.get("service") != BATCH:
         return [message]
     return [
-        Message(json.dumps(item["message"]).encode(), message.routing_key, item["messageId"])
-        for item in payload["data"]["messages"]
+        Message(json.dumps(item).encode(), message.routing_key, message_id)
+        for message_id, item in batch_items(payload["data"])
     ]
 
 

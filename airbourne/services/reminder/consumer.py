@@ -68,7 +68,7 @@ class Consumer:
         except (ValueError, RecursionError):
             raise Reject("the body is not JSON") from None
         if isinstance(payload, dict) and payload.get("service") == BATCH:
-            await self.handle_batch(_batch_items(payload.get("data")))
+            await self.handle_batch(batch_items(payload.get("data")))
         else:
             await self.dispatch(payload, message.message_id)
 
@@ -147,7 +147,7 @@ class Consumer:
         await store.cancel_booking_tickets(self.database, booking_id)
 
 
-def _batch_items(data: Any) -> list[tuple[str, Any]]:
+def batch_items(data: Any) -> list[tuple[str, Any]]:
     """The (message id, payload) items of a batch's `data`; `Reject` if it is malformed."""
     messages = data.get("messages") if isinstance(data, dict) else None
     if not isinstance(messages, list) or not messages:
