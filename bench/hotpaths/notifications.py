@@ -110,7 +110,7 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 async def notify(
-    settings: dict, args: argparse.Namespace, folder: Path
+    settings: config.Config, args: argparse.Namespace, folder: Path
 ) -> tuple[float, float, int, int]:
     """Write the outbox rows, then run the services until every confirmation is sent: the
     seconds and this process's CPU seconds that took, the tickets and the emails made."""

@@ -169,8 +169,8 @@ async def relay_batch(
         return 0, set()
     groups = _groups(rows, together)
     outcomes = await asyncio.gather(*(_carry_out(group, broker, flights) for group in groups))
-    error_of = {row["id"]: error for group, error in zip(groups, outcomes) for row in group}
-    errors = [error_of[row["id"]] for row in rows]
+    rows = [row for group in groups for row in group]
+    errors = [error for group, error in zip(groups, outcomes) for _ in group]
     await _record(database, rows, errors)
     failed = {_lane(row["kind"]) for row, error in zip(rows, errors) if error is not None}
     if failed:
