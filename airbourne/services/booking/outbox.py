@@ -47,6 +47,8 @@ RELEASE_SEATS = "release_seats"
 BATCH_SIZE = 200
 MAX_BACKOFF_SECONDS = 30.0
 GATHER_SECONDS = 0.02
+CONNECT_WAIT_SECONDS = 5.0
+"""How long the relay waits at start for the broker's first connection."""
 """How long a lane woken by a commit lets the rows of other commits arrive before it reads a
 batch: at a moderate pace every booking would otherwise be a batch of its own, with its own
 SELECT and UPDATE. A notification waits this much longer; a booking does not."""
@@ -128,6 +130,8 @@ async def _relay_lane(runtime: Runtime, lane: str) -> None:
     together = runtime.config["booking"]["batch_notifications"]
     backoff = Backoff(interval)
     declared: Broker | None = None
+    if lane == PUBLISH:
+        await _first_connection(runtime.broker, CONNECT_WAIT_SECONDS)
     while True:
         wakeup.clear()
         more = False
@@ -150,6 +154,15 @@ async def _relay_lane(runtime: Runtime, lane: str) -> None:
             pause = interval if backoff.ready() else min(interval, backoff.remaining())
             if await _nap(wakeup, pause):
                 await asyncio.sleep(GATHER_SECONDS)
+
+
+async def _first_connection(broker: Broker, within: float) -> None:
+    """Wait up to `within` seconds for `broker` to connect. Rows left unsent before a
+    restart would otherwise be tried, and logged as failed, while it is still connecting."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while not broker.connected:
+                await asyncio.sleep(0.05)
 
 
 async def relay_batch(
