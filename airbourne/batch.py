@@ -25,7 +25,6 @@ class Batch(Generic[Item, Result]):
         self.write = write
         self.name = name
         self._waiting: list[tuple[Item, asyncio.Future[Result | BaseException]]] = []
-        self._in_write: list[tuple[Item, asyncio.Future[Result | BaseException]]] = []
         self._writing: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
@@ -39,19 +38,11 @@ class Batch(Generic[Item, Result]):
             raise result
         return result
 
-    async def settled(self) -> None:
-        """Return once every item submitted so far has its result: for work that must come
-        after theirs, whoever submitted them."""
-        pending = [future for _, future in (*self._in_write, *self._waiting) if not future.done()]
-        if pending:
-            await asyncio.wait(pending)
-
     async def _write_waiting(self) -> None:
         batch: list[tuple[Item, asyncio.Future[Result | BaseException]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
-                self._in_write = batch
                 try:
                     results = await self.write([item for item, _ in batch])
                 except Exception as exc:  # every caller of the call gets it
@@ -64,7 +55,6 @@ class Batch(Generic[Item, Result]):
             raise
         finally:
             self._writing = None
-            self._in_write = []
 
     def _stopped(self, writer: asyncio.Task[None]) -> None:
         """A writer cancelled before its first step took nothing: fail what it would have

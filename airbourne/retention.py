@@ -28,11 +28,12 @@ async def delete_done(
     values: Mapping[str, Any],
     batch: int = BATCH,
     below_every_id: int | str = 0,
+    key: str = "id",
 ) -> int:
     """Delete the rows of `table` for which the SQL condition `done` holds, `batch` at a
-    time in order of their `id`; returns how many were deleted. `below_every_id` is less
-    than any id: 0 for positive integers, "" for text (MySQL would compare text with 0 as
-    a number).
+    time in order of their primary key `key`; returns how many were deleted.
+    `below_every_id` is less than any key: 0 for positive integers, "" for text (MySQL
+    would compare text with 0 as a number).
 
     Each round finds the ids of the `batch` oldest such rows with a plain SELECT, which
     locks nothing, then deletes those rows by id, `done` checked again. Deleting a range of
@@ -43,13 +44,13 @@ async def delete_done(
     round stopped, so no index on `done` is needed: rows kept among the old ones (tickets
     waiting for a far departure) are walked past once per call, not once per round.
     """
-    find = f"SELECT id FROM {table} WHERE id > :after AND {done} ORDER BY id LIMIT :batch"
+    find = f"SELECT {key} FROM {table} WHERE {key} > :after AND {done} ORDER BY {key} LIMIT :batch"
     values = {**values, "batch": batch, "after": below_every_id}
     deleted = 0
     async with database.connection() as conn:
-        while found := [row["id"] for row in await db.fetch_all(conn, find, values)]:
-            listed, named = db.in_list("id", found)
-            delete = f"DELETE FROM {table} WHERE id IN {listed} AND {done}"
+        while found := [row[key] for row in await db.fetch_all(conn, find, values)]:
+            listed, named = db.in_list("key", found)
+            delete = f"DELETE FROM {table} WHERE {key} IN {listed} AND {done}"
             deleted += await db.rowcount(conn, delete, {**values, **named})
             values["after"] = found[-1]
     return deleted

@@ -100,26 +100,3 @@ async def test_callers_do_not_wait_forever_when_the_writer_is_cancelled(steps):
     assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
     recorder.release.set()
     assert await batch.submit(5) == 10  # a later call starts a new writer
-
-
-async def test_settled_waits_for_the_items_in_a_write_and_those_waiting_for_the_next():
-    gates = {1: asyncio.Event(), 2: asyncio.Event()}  # each item's write is held until set
-
-    async def write(items: list[int]) -> list[int]:
-        for item in items:
-            await gates[item].wait()
-        return [item * 2 for item in items]
-
-    batch = Batch(write, "test")
-    await batch.settled()  # nothing submitted: at once
-    first = asyncio.create_task(batch.submit(1))
-    await asyncio.sleep(0.01)  # the write of [1] has begun
-    second = asyncio.create_task(batch.submit(2))  # waits for the next write
-    settled = asyncio.create_task(batch.settled())
-    gates[1].set()
-    assert await first == 2
-    await asyncio.sleep(0.01)
-    assert not settled.done()  # [2] is still being written
-    gates[2].set()
-    await settled
-    assert await second == 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -376,28 +377,45 @@ async def test_a_batch_does_its_good_messages_and_is_dead_lettered_naming_the_ba
     assert await service.dead_letters() == [message.body]
 
 
-async def test_a_cancel_in_a_batch_comes_after_the_messages_before_it_and_before_the_rest(
-    service,
-):
-    """A cancelled booking's messages: its reminder is cancelled, the notice of the
-    cancellation, which comes after the cancel, is not."""
+async def test_a_batch_with_a_cancel_cancels_its_booking_s_tickets_in_any_order(service):
+    """The booking's tickets are cancelled whether they come before or after the cancel in
+    the batch; the notice of the cancellation, which names no booking, is not."""
     body = batch(
         ("reminder", created("9 reminder", bookingId=9)),
         ("cancel", {"service": "CANCEL_TICKETS", "data": {"bookingId": 9}}),
-        ("notice", created("9 cancelled", bookingId=9)),
+        ("late", created("9 late reminder", bookingId=9)),
+        ("notice", created("9 cancelled")),
+        ("other", created("10 reminder", bookingId=10)),
     )
     await service.publish(body)
     await service.drain()
     status = {t["subject"]: t["status"] for t in await service.tickets()}
-    assert status["9 reminder"] == "CANCELLED"
-    assert status["9 cancelled"] == "PENDING"
+    assert status["9 reminder"] == status["9 late reminder"] == "CANCELLED"
+    assert status["9 cancelled"] == status["10 reminder"] == "PENDING"
 
 
-async def test_a_cancel_waits_for_the_tickets_of_the_messages_delivered_before_it(
+async def test_a_ticket_delivered_after_its_booking_s_cancel_is_cancelled(service, smtp):
+    """A CREATE_TICKET that failed and is delivered again after the cancel, or that another
+    reminder process handles later, makes no reminder of a cancelled booking."""
+    await service.publish({"service": "CANCEL_TICKETS", "data": {"bookingId": 5}})
+    await service.publish({"service": "CANCEL_TICKETS", "data": {"bookingId": 5}})  # again
+    await service.publish(created("5 reminder", bookingId=5))
+    await service.publish(created("5 due now", bookingId=5, notificationTime=db.iso(db.utcnow())))
+    await service.publish(created("6 reminder", bookingId=6))
+    await service.drain()
+    status = {t["subject"]: t["status"] for t in await service.tickets()}
+    assert status["5 reminder"] == status["5 due now"] == "CANCELLED"
+    assert status["6 reminder"] == "PENDING"
+    await send_due(service.runtime, now=LATER)
+    assert "5 due now" not in {r.message["Subject"] for r in smtp.received}
+    assert "5 reminder" not in {r.message["Subject"] for r in smtp.received}
+
+
+async def test_a_ticket_on_its_way_to_the_database_when_its_cancel_runs_is_cancelled(
     service, monkeypatch
 ):
     """Under load a ticket may still be on its way to the database when the cancel of its
-    booking is handled: the cancel must not overtake it."""
+    booking is handled: the cancel must not leave it PENDING."""
     from airbourne.services.reminder import store
 
     write = store.create_tickets
@@ -426,3 +444,42 @@ async def test_an_unknown_service_is_rejected_naming_the_known_ones(service):
     known = "CREATE_TICKET, SEND_BASIC_MAIL, CANCEL_TICKETS, BATCH"
     with pytest.raises(Reject, match=f"unknown service 'ORDER_PIZZA'; expected one of {known}"):
         await consumer.handle(message)
+
+
+async def test_a_ticket_and_its_cancel_handled_at_once_by_two_processes_end_cancelled(
+    tmp_path, database_url
+):
+    """Two reminder processes (here two connection pools on one database) may handle a
+    booking's CREATE_TICKET and its CANCEL_TICKETS at the same moment: however their
+    statements interleave, the ticket ends CANCELLED."""
+    from airbourne.services.reminder import store
+
+    config = make_config(tmp_path, database_url)
+    async with started(config, [reminder.SERVICE]) as runtime:
+        one = runtime.database("reminder")
+        other = await db.connect(config.services["reminder"].database_url, pool_size=10)
+        try:
+            def ticket(booking: int) -> tuple[dict, str]:
+                fields = {"subject": f"{booking} reminder", "content": "Your flight.",
+                          "recepientEmail": "ada@example.com", "status": "PENDING",
+                          "notificationTime": LATER, "bookingId": booking}
+                return fields, f"reminder-{booking}"
+
+            async def after(delay: float, step: Awaitable) -> None:
+                await asyncio.sleep(delay)
+                await step
+
+            bookings = range(1, 61)
+            jitter = random.Random(5)  # each step starts within 4 ms: every interleaving
+            steps = [after(jitter.uniform(0, 0.004), step) for booking in bookings for step in (
+                store.create_tickets(one, [ticket(booking)]),
+                store.cancel_booking_tickets(other, booking),
+            )]
+            for pool in (one, other):  # connections open: neither side waits for one
+                await asyncio.gather(*(pool.fetch_val("SELECT 1") for _ in range(10)))
+            await asyncio.gather(*steps)
+        finally:
+            await db.disconnect(other)
+        tickets = await store.list_tickets(one, None, 100, 0)
+        assert len(tickets) == len(bookings)
+        assert {t["status"] for t in tickets} == {"CANCELLED"}

@@ -233,6 +233,20 @@ async def test_tickets_sent_or_cancelled_long_ago_are_deleted_and_no_others(runt
     assert await store.prune_tickets(database, cutoff, batch=1) == 0
 
 
+async def test_records_of_cancelled_bookings_are_kept_as_long_as_finished_tickets(runtime):
+    from airbourne.services.reminder.schema import cancelled_bookings
+
+    database = runtime.database("reminder")
+    for booking in (1, 2, 3):
+        await store.cancel_booking_tickets(database, booking)
+    await database.execute(
+        cancelled_bookings.update().where(cancelled_bookings.c.bookingId != 2)
+        .values(cancelledAt=db.utcnow() - timedelta(days=40)))
+    await store.prune_tickets(database, db.utcnow() - timedelta(days=30), batch=1)
+    rows = await database.fetch_all("SELECT bookingId FROM cancelled_bookings")
+    assert [row[0] for row in rows] == [2]
+
+
 async def test_deleting_old_tickets_reads_each_row_about_once(tmp_path, mysql_url):
     """Reminders of far departures wait, PENDING, among old sent tickets, and a deletion
     takes many rounds. Each round starts where the last one stopped, so the rows are read

@@ -73,20 +73,19 @@ class Consumer:
             await self.dispatch(payload, message.message_id)
 
     async def handle_batch(self, items: list[tuple[str, Any]]) -> None:
-        """Do the (message id, payload) `items` of a batch: together, so that their tickets
-        are written with one statement, except that a `CANCEL_TICKETS` waits for the items
-        before it and the items after it wait for it, as if they came one by one."""
+        """Do the (message id, payload) `items` of a batch together, so that their tickets
+        are written with one statement. Their order does not matter: a booking's ticket
+        written after its cancel is cancelled as it is written (`store.cancel_booking_tickets`)."""
+        outcomes = await asyncio.gather(
+            *(self.dispatch(payload, message_id) for message_id, payload in items),
+            return_exceptions=True,
+        )
         rejected: list[str] = []
-        for run in _runs(items):
-            outcomes = await asyncio.gather(
-                *(self.dispatch(payload, message_id) for message_id, payload in run),
-                return_exceptions=True,
-            )
-            for (message_id, _), outcome in zip(run, outcomes):
-                if isinstance(outcome, Reject):
-                    rejected.append(f"{message_id}: {outcome}")
-                elif isinstance(outcome, BaseException):
-                    raise outcome  # delivered again: the items done meanwhile are not redone
+        for (message_id, _), outcome in zip(items, outcomes):
+            if isinstance(outcome, Reject):
+                rejected.append(f"{message_id}: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome  # delivered again: the items done meanwhile are not redone
         if rejected:
             shown = "; ".join(rejected[:5]) + ("; ..." if len(rejected) > 5 else "")
             raise Reject(f"{BATCH}: {len(rejected)} of {len(items)} messages rejected: {shown}")
@@ -139,11 +138,9 @@ class Consumer:
         await self.sender.deliver(ticket, now)
 
     async def cancel_tickets(self, data: Data, message_id: str | None) -> None:
-        """Cancel the booking's PENDING tickets, once the tickets of the messages delivered
-        before this one are written: under load those may still be on their way to the
-        database, and a reminder written after the cancel would be sent."""
+        """Cancel the booking's PENDING tickets, and those of it written later: under load
+        a ticket delivered before the cancel may still be on its way to the database."""
         booking_id = validate.integer(data, "bookingId")
-        await self._tickets.settled()
         await store.cancel_booking_tickets(self.database, booking_id)
 
 
@@ -167,18 +164,6 @@ def batch_items(data: Any) -> list[tuple[str, Any]]:
             raise Reject(f"{BATCH}: messages[{index}] is a batch itself")
         items.append((message_id, payload))
     return items
-
-
-def _runs(items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
-    """`items` cut into runs that may be done together: each `CANCEL_TICKETS` alone."""
-    runs: list[list[tuple[str, Any]]] = [[]]
-    for item in items:
-        payload = item[1]
-        if isinstance(payload, dict) and payload.get("service") == "CANCEL_TICKETS":
-            runs.extend(([item], []))
-        else:
-            runs[-1].append(item)
-    return [run for run in runs if run]
 
 
 async def consume(runtime: Runtime) -> None:

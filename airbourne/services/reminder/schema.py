@@ -54,9 +54,20 @@ tickets = sa.Table(
     sa.Index("ix_tickets_status", "status", "id"),
 )
 
+cancelled_bookings = sa.Table(
+    "cancelled_bookings",
+    metadata,
+    sa.Column("bookingId", sa.Integer, primary_key=True, autoincrement=False),
+    timestamp_column("cancelledAt", nullable=False),
+)
+"""Bookings whose tickets `CANCEL_TICKETS` cancelled. A ticket of such a booking written
+later (its message delivered again after a failure, or handled by another process after the
+cancel) is cancelled as it is written. Kept as long as finished tickets (`ticket_keep_days`)."""
+
 MIGRATIONS = [
     Migration(1, "tickets table", create_tables(tickets)),
     Migration(2, "tickets of one status in id order", add_indexes(tickets, "ix_tickets_status")),
+    Migration(3, "cancelled bookings", create_tables(cancelled_bookings)),
 ]
 
 

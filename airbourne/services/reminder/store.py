@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 from databases import Database
+from databases.core import Connection
 
 from airbourne import db, retention
 from airbourne.ids import unique_hex
@@ -42,6 +43,7 @@ async def create_ticket(
     try:
         async with database.connection() as conn:
             ticket_id = (await db.run(conn, db.insert_sql(tickets, tuple(values)), values)).lastrowid
+            await _cancel_if_booking_cancelled(conn, [values])
     except db.IntegrityErrors:
         if message_id is None:
             raise
@@ -53,7 +55,8 @@ async def create_tickets(
     database: Database, made_from: Sequence[tuple[Mapping[str, Any], str | None]]
 ) -> list[dict[str, Any] | None]:
     """Insert the tickets of several broker messages, given as (fields, message id), with
-    one statement; what `create_ticket` returns for each, but without the `id`.
+    one statement; what `create_ticket` returns for each, but without the `id`. Like
+    `create_ticket`, the tickets of a booking cancelled before are then cancelled.
 
     A message id that is already taken (a redelivery) fails the statement as a whole, which
     then falls back to one `create_ticket` each: rare, and each is deduplicated there.
@@ -68,6 +71,7 @@ async def create_tickets(
             atomic = db.transaction(conn) if db.is_sqlite(database) else contextlib.nullcontext()
             async with atomic:
                 await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
+                await _cancel_if_booking_cancelled(conn, rows)
     except db.IntegrityErrors:
         return [await create_ticket(database, fields, message_id=message_id)
                 for fields, message_id in made_from]
@@ -119,11 +123,52 @@ def page_query(status: str | None, limit: int, offset: int) -> sa.Select:
 
 
 async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
-    """Mark the PENDING tickets of booking `booking_id` CANCELLED."""
-    await database.execute(
-        tickets.update()
-        .where(tickets.c.bookingId == booking_id, tickets.c.status == PENDING)
-        .values(status=CANCELLED, updatedAt=db.utcnow())
+    """Mark the PENDING tickets of booking `booking_id` CANCELLED, having first recorded the
+    booking as cancelled, so that a ticket of it written after this is cancelled too.
+
+    A ticket is written, then checked (`_cancel_if_booking_cancelled`); a cancel records,
+    then cancels. However the four statements interleave, in one process or several, a
+    ticket written before the cancel's UPDATE is cancelled by it, and one written after
+    finds the record. So a message delivered again after a failure, or handled apart from
+    its booking's cancel, cannot make a reminder of a cancelled booking.
+    """
+    values = {"id": booking_id, "now": db.utcnow(), "pending": PENDING, "cancelled": CANCELLED}
+    async with database.connection() as conn:
+        await db.run(conn, _RECORD_CANCEL[database.url.dialect], values)
+        await db.run(
+            conn,
+            "UPDATE tickets SET status = :cancelled, updatedAt = :now"
+            " WHERE bookingId = :id AND status = :pending",
+            values,
+        )
+
+
+_RECORD_CANCEL = {
+    "mysql": "INSERT INTO cancelled_bookings (bookingId, cancelledAt) VALUES (:id, :now)"
+    " ON DUPLICATE KEY UPDATE cancelledAt = cancelledAt",  # INSERT IGNORE: a warning each time
+    "sqlite": "INSERT OR IGNORE INTO cancelled_bookings (bookingId, cancelledAt)"
+    " VALUES (:id, :now)",
+}
+"""Recorded once, however often the cancel is delivered."""
+
+
+async def _cancel_if_booking_cancelled(
+    conn: Connection, written: Sequence[Mapping[str, Any]]
+) -> None:
+    """Cancel the tickets just `written` whose booking was cancelled before (see
+    `cancel_booking_tickets`). One statement for the lot; a booking's other tickets are
+    PENDING only if its cancel has not recorded it yet."""
+    booking_ids = sorted({row["bookingId"] for row in written
+                          if row["bookingId"] is not None and row["status"] == PENDING})
+    if not booking_ids:
+        return
+    listed, values = db.in_list("booking", booking_ids)
+    await db.run(
+        conn,
+        "UPDATE tickets SET status = :cancelled, updatedAt = :now"
+        f" WHERE bookingId IN {listed} AND status = :pending"
+        " AND bookingId IN (SELECT bookingId FROM cancelled_bookings)",
+        {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
     )
 
 
@@ -215,8 +260,14 @@ async def mark_failed(
 async def prune_tickets(
     database: Database, finished_before: datetime, batch: int = retention.BATCH
 ) -> int:
-    """Delete the tickets SUCCESS or CANCELLED since before `finished_before`; returns how
-    many. PENDING tickets wait for their time and FAILED ones for an operator: both stay."""
+    """Delete the tickets SUCCESS or CANCELLED since before `finished_before`, and the
+    records of bookings cancelled before then; returns how many tickets. PENDING tickets
+    wait for their time and FAILED ones for an operator: both stay."""
     done = "status IN (:success, :cancelled) AND updatedAt < :before"
     values = {"success": SUCCESS, "cancelled": CANCELLED, "before": finished_before}
-    return await retention.delete_done(database, "tickets", done, values, batch)
+    deleted = await retention.delete_done(database, "tickets", done, values, batch)
+    await retention.delete_done(
+        database, "cancelled_bookings", "cancelledAt < :before", {"before": finished_before},
+        batch, key="bookingId",
+    )
+    return deleted
