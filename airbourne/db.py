@@ -625,6 +625,11 @@ async def fetch_one(
     return rows[0] if rows else None
 
 
+IN_LIST_MAX = 500
+"""Values for one `in_list` where their number has no bound of its own: SQLite builds
+before 3.32 take at most 999 parameters in a statement."""
+
+
 def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """`(:name0, :name1, ...)` and the values to go with it, for `column IN` in plain SQL."""
     bound = {f"{name}{i}": value for i, value in enumerate(values)}

@@ -361,6 +361,51 @@ async def test_a_batch_makes_each_ticket_once_with_one_statement(service, smtp, 
     assert [r.message["Subject"] for r in smtp.received] == ["Welcome aboard"]
 
 
+async def test_a_batch_delivered_again_with_new_messages_is_not_written_one_by_one(
+    service, monkeypatch
+):
+    """Redelivered after a lost connection, with messages since: the tickets made before
+    are found with one SELECT and the new ones written with one INSERT."""
+    from airbourne.services.reminder import store
+
+    consumer = Consumer(sender_of(service.runtime))
+    first = batch(*((f"again-{i}", created(f"Again {i}")) for i in range(10)))
+    await consumer.handle(Message(json.dumps(first).encode(), service.key, message_id="b1"))
+    one_by_one = calls_of(monkeypatch, store, "create_ticket")
+    second = batch(*((f"again-{i}", created(f"Again {i}")) for i in range(15)))
+    await consumer.handle(Message(json.dumps(second).encode(), service.key, message_id="b2"))
+    subjects = [t["subject"] for t in await service.tickets()]
+    assert sorted(s for s in subjects if s.startswith("Again ")) == sorted(
+        f"Again {i}" for i in range(15)
+    )
+    assert one_by_one == []
+
+
+async def test_tickets_written_again_by_the_thousand_are_each_made_once(
+    tmp_path, database_url, monkeypatch
+):
+    """More message ids than one statement may name on old SQLite builds (999)."""
+    from airbourne.services.reminder import store
+
+    async with started(make_config(tmp_path, database_url), [reminder.SERVICE]) as runtime:
+        database = runtime.database("reminder")
+
+        def made_from(count: int) -> list[tuple[dict, str]]:
+            return [({"subject": f"Many {n}", "content": "Your flight.", "bookingId": n,
+                      "recepientEmail": "ada@example.com", "status": "PENDING",
+                      "notificationTime": LATER}, f"many-{n}") for n in range(count)]
+
+        await store.cancel_booking_tickets(database, 1500)
+        assert len(await store.create_tickets(database, made_from(1200))) == 1200
+        one_by_one = calls_of(monkeypatch, store, "create_ticket")
+        made = await store.create_tickets(database, made_from(1800))
+        assert made[:1200] == [None] * 1200 and None not in made[1200:]
+        assert one_by_one == []
+        rows = await database.fetch_all("SELECT bookingId, status FROM tickets")
+        assert len(rows) == 1800
+        assert {row[0] for row in rows if row[1] == "CANCELLED"} == {1500}
+
+
 async def test_a_batch_does_its_good_messages_and_is_dead_lettered_naming_the_bad(service):
     bad = created("Bad", recepientEmail="nobody")
     body = batch(("good-1", created("Good 1")), ("bad-1", bad), ("good-2", created("Good 2")))

@@ -58,24 +58,53 @@ async def create_tickets(
     one statement; what `create_ticket` returns for each, but without the `id`. Like
     `create_ticket`, the tickets of a booking cancelled before are then cancelled.
 
-    A message id that is already taken (a redelivery) fails the statement as a whole, which
-    then falls back to one `create_ticket` each: rare, and each is deduplicated there.
+    A message id that is already taken (a redelivery: after a lost connection, every
+    message the reminder had not acknowledged, up to the prefetch count of batches) fails
+    the statement as a whole. The rows whose ids are taken are then found with one SELECT
+    and the others inserted with one statement; only if that fails too (another process
+    took an id meanwhile) does each go alone, through `create_ticket`.
     """
     rows = [_row(fields, message_id) for fields, message_id in made_from]
-    if not rows:
-        return []
     try:
-        async with database.connection() as conn:
-            # MySQL sends one multi-row INSERT, atomic by itself; SQLite runs the statement
-            # once per row, so all rows go in one transaction (and one commit).
-            atomic = db.transaction(conn) if db.is_sqlite(database) else contextlib.nullcontext()
-            async with atomic:
-                await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
-                await _cancel_if_booking_cancelled(conn, rows)
+        await _insert(database, rows)
+        return list(rows)
     except db.IntegrityErrors:
-        return [await create_ticket(database, fields, message_id=message_id)
-                for fields, message_id in made_from]
-    return rows
+        pass
+    taken = await _taken(database, [row["messageId"] for row in rows])
+    if taken:
+        try:
+            await _insert(database, [row for row in rows if row["messageId"] not in taken])
+            return [None if row["messageId"] in taken else row for row in rows]
+        except db.IntegrityErrors:
+            pass
+    return [await create_ticket(database, fields, message_id=message_id)
+            for fields, message_id in made_from]
+
+
+async def _insert(database: Database, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    async with database.connection() as conn:
+        # MySQL sends one multi-row INSERT, atomic by itself; SQLite runs the statement
+        # once per row, so all rows go in one transaction (and one commit).
+        atomic = db.transaction(conn) if db.is_sqlite(database) else contextlib.nullcontext()
+        async with atomic:
+            await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
+            await _cancel_if_booking_cancelled(conn, rows)
+
+
+async def _taken(database: Database, message_ids: Sequence[str | None]) -> set[str]:
+    """Which of `message_ids` tickets have already been made from."""
+    wanted = sorted({message_id for message_id in message_ids if message_id is not None})
+    taken: set[str] = set()
+    async with database.connection() as conn:
+        for start in range(0, len(wanted), db.IN_LIST_MAX):
+            listed, values = db.in_list("message", wanted[start : start + db.IN_LIST_MAX])
+            rows = await db.fetch_all(
+                conn, f"SELECT messageId FROM tickets WHERE messageId IN {listed}", values
+            )
+            taken.update(row["messageId"] for row in rows)
+    return taken
 
 
 def _row(
@@ -160,16 +189,15 @@ async def _cancel_if_booking_cancelled(
     PENDING only if its cancel has not recorded it yet."""
     booking_ids = sorted({row["bookingId"] for row in written
                           if row["bookingId"] is not None and row["status"] == PENDING})
-    if not booking_ids:
-        return
-    listed, values = db.in_list("booking", booking_ids)
-    await db.run(
-        conn,
-        "UPDATE tickets SET status = :cancelled, updatedAt = :now"
-        f" WHERE bookingId IN {listed} AND status = :pending"
-        " AND bookingId IN (SELECT bookingId FROM cancelled_bookings)",
-        {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
-    )
+    for start in range(0, len(booking_ids), db.IN_LIST_MAX):
+        listed, values = db.in_list("booking", booking_ids[start : start + db.IN_LIST_MAX])
+        await db.run(
+            conn,
+            "UPDATE tickets SET status = :cancelled, updatedAt = :now"
+            f" WHERE bookingId IN {listed} AND status = :pending"
+            " AND bookingId IN (SELECT bookingId FROM cancelled_bookings)",
+            {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
+        )
 
 
 # --- sending ---------------------------------------------------------------------------------
