@@ -155,11 +155,12 @@ async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
     """Mark the PENDING tickets of booking `booking_id` CANCELLED, having first recorded the
     booking as cancelled, so that a ticket of it written after this is cancelled too.
 
-    A ticket is written, then checked (`_cancel_if_booking_cancelled`); a cancel records,
-    then cancels. However the four statements interleave, in one process or several, a
+    A ticket is written, then the record looked for (`_cancel_if_booking_cancelled`); a
+    cancel records, then cancels. However these interleave, in one process or several, a
     ticket written before the cancel's UPDATE is cancelled by it, and one written after
-    finds the record. So a message delivered again after a failure, or handled apart from
-    its booking's cancel, cannot make a reminder of a cancelled booking.
+    that UPDATE finds the record, written before it. So a message delivered again after a
+    failure, or handled apart from its booking's cancel, cannot make a reminder of a
+    cancelled booking.
     """
     values = {"id": booking_id, "now": db.utcnow(), "pending": PENDING, "cancelled": CANCELLED}
     async with database.connection() as conn:
@@ -185,19 +186,23 @@ async def _cancel_if_booking_cancelled(
     conn: Connection, written: Sequence[Mapping[str, Any]]
 ) -> None:
     """Cancel the tickets just `written` whose booking was cancelled before (see
-    `cancel_booking_tickets`). One statement for the lot; a booking's other tickets are
-    PENDING only if its cancel has not recorded it yet."""
+    `cancel_booking_tickets`). Usually none was: one read of the records by their key,
+    which locks nothing, and an UPDATE only for the bookings found."""
     booking_ids = sorted({row["bookingId"] for row in written
                           if row["bookingId"] is not None and row["status"] == PENDING})
     for start in range(0, len(booking_ids), db.IN_LIST_MAX):
         listed, values = db.in_list("booking", booking_ids[start : start + db.IN_LIST_MAX])
-        await db.run(
-            conn,
-            "UPDATE tickets SET status = :cancelled, updatedAt = :now"
-            f" WHERE bookingId IN {listed} AND status = :pending"
-            " AND bookingId IN (SELECT bookingId FROM cancelled_bookings)",
-            {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
+        found = await db.fetch_all(
+            conn, f"SELECT bookingId FROM cancelled_bookings WHERE bookingId IN {listed}", values
         )
+        if found:
+            listed, values = db.in_list("booking", [row["bookingId"] for row in found])
+            await db.run(
+                conn,
+                "UPDATE tickets SET status = :cancelled, updatedAt = :now"
+                f" WHERE bookingId IN {listed} AND status = :pending",
+                {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
+            )
 
 
 # --- sending ---------------------------------------------------------------------------------
