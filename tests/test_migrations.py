@@ -36,7 +36,7 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
                "createdAt": now, "updatedAt": now}
         await database.execute(FIRST.insert().values(**row))
 
-        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4, 5]
         assert await db.migrate(database, "booking", MIGRATIONS) == []
         kept = await database.fetch_one(sa.select(bookings.c.NoOfSeats, bookings.c.reservationKey))
         assert (kept[0], kept[1]) == (3, None)
@@ -48,7 +48,7 @@ async def test_an_old_bookings_table_gains_the_reservation_key(database_url: str
 async def test_a_new_database_passes_the_added_column_by(database_url: str) -> None:
     database = await db.connect(database_url)
     try:
-        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2, 3, 4]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [1, 2, 3, 4, 5]
         await database.fetch_all(sa.select(bookings.c.reservationKey))
         assert "ix_bookings_user_created" in await index_names(database, "bookings")
     finally:
@@ -70,7 +70,7 @@ async def test_booking_ids_start_after_the_last_booking_the_database_numbered(
         for _ in range(3):
             await database.execute(bookings.insert().values(**row))
         await database.execute(bookings.insert().values(**row, id=41))
-        assert await db.migrate(database, "booking", MIGRATIONS) == [3, 4]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [3, 4, 5]
         async with database.connection() as conn:
             await MIGRATIONS[2].apply(conn, database.url.dialect)  # a repeated run
             assert await BookingIds(block=10).take(conn) == 42
@@ -90,7 +90,7 @@ async def test_an_old_bookings_table_gains_the_index_its_users_lists_are_read_fr
         first = [Migration(1, "bookings and outbox tables", create_tables(FIRST, outbox))]
         assert await db.migrate(database, "booking", first) == [1]
         assert "ix_bookings_user_created" not in await index_names(database, "bookings")
-        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4]
+        assert await db.migrate(database, "booking", MIGRATIONS) == [2, 3, 4, 5]
         assert "ix_bookings_user_created" in await index_names(database, "bookings")
         async with database.connection() as conn:
             await MIGRATIONS[3].apply(conn, database.url.dialect)  # a repeated run

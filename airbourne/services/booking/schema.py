@@ -54,6 +54,10 @@ outbox = sa.Table(
     sa.Column("lastError", sa.String(500)),
     sa.UniqueConstraint("messageId", name="uq_outbox_message"),
     sa.Index("ix_outbox_unsent", "sentAt", "id"),
+    # The seat releases still unsent, in order, for the relay's release lane: found among
+    # all unsent rows, each of them was read, and while the broker is away notifications
+    # pile up unsent (374 ms a look with 200,000 waiting, once a second).
+    sa.Index("ix_outbox_kind_unsent", "kind", "sentAt", "id"),
 )
 """A row is unsent while `sentAt` is NULL. `kind` says what relaying it means: publishing
 `body` with `routingKey`, or for `release_seats` giving seats back to the flights service."""
@@ -91,4 +95,6 @@ MIGRATIONS = [
     Migration(3, "booking ids drawn in blocks", _start_booking_ids),
     Migration(4, "a user's bookings in the order they are listed",
               add_indexes(bookings, "ix_bookings_user_created")),
+    Migration(5, "unsent outbox rows of one kind in order",
+              add_indexes(outbox, "ix_outbox_kind_unsent")),
 ]
