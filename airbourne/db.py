@@ -636,6 +636,12 @@ def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return "(" + ", ".join(":" + key for key in bound) + ")", bound
 
 
+def in_lists(name: str, values: Sequence[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`in_list` of each run of at most `IN_LIST_MAX` of `values`, one statement each."""
+    for start in range(0, len(values), IN_LIST_MAX):
+        yield in_list(name, values[start : start + IN_LIST_MAX])
+
+
 @functools.lru_cache(maxsize=None)
 def insert_sql(table: sa.Table, columns: tuple[str, ...]) -> str:
     """`INSERT INTO table (columns) VALUES (:column, ...)`, built once per column set."""

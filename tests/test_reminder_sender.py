@@ -233,6 +233,24 @@ async def test_tickets_sent_or_cancelled_long_ago_are_deleted_and_no_others(runt
     assert await store.prune_tickets(database, cutoff, batch=1) == 0
 
 
+async def test_a_claim_skips_a_ticket_of_a_booking_recorded_cancelled(runtime, smtp):
+    """A ticket is written, then checked for a cancelled booking: between the two, no sender
+    may take it (on MySQL the two are separate statements)."""
+    from airbourne.services.reminder.schema import tickets
+
+    database = runtime.database("reminder")
+    await store.cancel_booking_tickets(database, 8)
+    due = db.utcnow() - timedelta(minutes=1)
+    row = store._row({"subject": "Booking 8 confirmed", "content": "Seat 1A.", "bookingId": 8,
+                      "recepientEmail": "ada@example.com", "status": "PENDING",
+                      "notificationTime": due}, "unchecked")
+    async with database.connection() as conn:  # written, not yet checked
+        await db.run(conn, db.insert_sql(tickets, tuple(row)), row)
+    await create(runtime, at=due, subject="Other")
+    assert await send_due(runtime) == 1
+    assert [received.message["Subject"] for received in smtp.received] == ["Other"]
+
+
 async def test_records_of_cancelled_bookings_are_kept_as_long_as_finished_tickets(runtime):
     from airbourne.services.reminder.schema import cancelled_bookings
 

@@ -38,17 +38,19 @@ async def create_ticket(
 ) -> dict[str, Any] | None:
     """Insert a ticket and return all its columns, or None if a ticket was already made from
     broker message `message_id`. With `claim_token` the ticket is born claimed, for a caller
-    that sends it at once."""
+    that sends it at once. Either way a ticket of a cancelled booking is then cancelled."""
     values = _row(fields, message_id, claim_token, claimed_until)
-    try:
-        async with database.connection() as conn:
-            ticket_id = (await db.run(conn, db.insert_sql(tickets, tuple(values)), values)).lastrowid
-            await _cancel_if_booking_cancelled(conn, [values])
-    except db.IntegrityErrors:
-        if message_id is None:
-            raise
-        return None  # the unique messageId: this message was handled before
-    return {"id": ticket_id, **values}
+    async with database.connection() as conn:
+        try:
+            insert = db.insert_sql(tickets, tuple(values))
+            ticket_id = (await db.run(conn, insert, values)).lastrowid
+        except db.IntegrityErrors:
+            if message_id is None:
+                raise
+            ticket_id = None  # the unique messageId: this message was handled before
+        # Also for a ticket made before: its own check may not have run (see _check_taken).
+        await _cancel_if_booking_cancelled(conn, [values])
+    return None if ticket_id is None else {"id": ticket_id, **values}
 
 
 async def create_tickets(
@@ -60,9 +62,9 @@ async def create_tickets(
 
     A message id that is already taken (a redelivery: after a lost connection, every
     message the reminder had not acknowledged, up to the prefetch count of batches) fails
-    the statement as a whole. The rows whose ids are taken are then found with one SELECT
-    and the others inserted with one statement; only if that fails too (another process
-    took an id meanwhile) does each go alone, through `create_ticket`.
+    the statement. The rows whose ids are taken are then found with one SELECT and the
+    others inserted with one statement; only if that fails too (another process took an id
+    meanwhile) does each go alone, through `create_ticket`.
     """
     rows = [_row(fields, message_id) for fields, message_id in made_from]
     try:
@@ -74,9 +76,11 @@ async def create_tickets(
     if taken:
         try:
             await _insert(database, [row for row in rows if row["messageId"] not in taken])
-            return [None if row["messageId"] in taken else row for row in rows]
         except db.IntegrityErrors:
             pass
+        else:
+            await _check_taken(database, [row for row in rows if row["messageId"] in taken])
+            return [None if row["messageId"] in taken else row for row in rows]
     return [await create_ticket(database, fields, message_id=message_id)
             for fields, message_id in made_from]
 
@@ -85,8 +89,10 @@ async def _insert(database: Database, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     async with database.connection() as conn:
-        # MySQL sends one multi-row INSERT, atomic by itself; SQLite runs the statement
-        # once per row, so all rows go in one transaction (and one commit).
+        # SQLite runs the statement once per row: all rows go in one transaction (and one
+        # commit). MySQL sends a multi-row INSERT, cut into several past about 1 MB, each
+        # committed alone: those before one that fails stay written, unchecked until the
+        # messages come again (_check_taken).
         atomic = db.transaction(conn) if db.is_sqlite(database) else contextlib.nullcontext()
         async with atomic:
             await db.run_many(conn, db.insert_sql(tickets, tuple(rows[0])), rows)
@@ -98,13 +104,21 @@ async def _taken(database: Database, message_ids: Sequence[str | None]) -> set[s
     wanted = sorted({message_id for message_id in message_ids if message_id is not None})
     taken: set[str] = set()
     async with database.connection() as conn:
-        for start in range(0, len(wanted), db.IN_LIST_MAX):
-            listed, values = db.in_list("message", wanted[start : start + db.IN_LIST_MAX])
+        for listed, values in db.in_lists("message", wanted):
             rows = await db.fetch_all(
                 conn, f"SELECT messageId FROM tickets WHERE messageId IN {listed}", values
             )
             taken.update(row["messageId"] for row in rows)
     return taken
+
+
+async def _check_taken(database: Database, rows: Sequence[dict[str, Any]]) -> None:
+    """Check the tickets of messages delivered again for cancelled bookings. A ticket is
+    written, then checked: on MySQL in two statements, and a connection that broke or a
+    process that stopped between them left the ticket unchecked, its message unacknowledged,
+    to come again."""
+    async with database.connection() as conn:
+        await _cancel_if_booking_cancelled(conn, rows)
 
 
 def _row(
@@ -160,17 +174,15 @@ async def cancel_booking_tickets(database: Database, booking_id: int) -> None:
     ticket written before the cancel's UPDATE is cancelled by it, and one written after
     that UPDATE finds the record, written before it. So a message delivered again after a
     failure, or handled apart from its booking's cancel, cannot make a reminder of a
-    cancelled booking.
+    cancelled booking. The two statements are not one transaction: on MySQL the record
+    must be visible to others before the UPDATE runs. A sender's claim skips a ticket whose
+    booking is recorded, for the moment between its INSERT and its check (`claim_due`).
     """
-    values = {"id": booking_id, "now": db.utcnow(), "pending": PENDING, "cancelled": CANCELLED}
+    now = db.utcnow()
     async with database.connection() as conn:
-        await db.run(conn, _RECORD_CANCEL[database.url.dialect], values)
-        await db.run(
-            conn,
-            "UPDATE tickets SET status = :cancelled, updatedAt = :now"
-            " WHERE bookingId = :id AND status = :pending",
-            values,
-        )
+        await db.run(conn, _RECORD_CANCEL[database.url.dialect], {"id": booking_id, "now": now})
+        listed, values = db.in_list("booking", [booking_id])
+        await db.run(conn, _CANCEL_PENDING.format(listed=listed), {**values, **_cancelled(now)})
 
 
 _RECORD_CANCEL = {
@@ -181,28 +193,37 @@ _RECORD_CANCEL = {
 }
 """Recorded once, however often the cancel is delivered."""
 
+_CANCEL_PENDING = (
+    "UPDATE tickets SET status = :cancelled, updatedAt = :now"
+    " WHERE bookingId IN {listed} AND status = :pending"
+)
+
+
+def _cancelled(now: datetime) -> dict[str, Any]:
+    return {"cancelled": CANCELLED, "pending": PENDING, "now": now}
+
 
 async def _cancel_if_booking_cancelled(
-    conn: Connection, written: Sequence[Mapping[str, Any]]
+    conn: Connection, written: Sequence[dict[str, Any]]
 ) -> None:
     """Cancel the tickets just `written` whose booking was cancelled before (see
-    `cancel_booking_tickets`). Usually none was: one read of the records by their key,
-    which locks nothing, and an UPDATE only for the bookings found."""
+    `cancel_booking_tickets`), and say so in `written`. Usually none was: one read of the
+    records by their key, which locks nothing, and an UPDATE only for the bookings found."""
     booking_ids = sorted({row["bookingId"] for row in written
                           if row["bookingId"] is not None and row["status"] == PENDING})
-    for start in range(0, len(booking_ids), db.IN_LIST_MAX):
-        listed, values = db.in_list("booking", booking_ids[start : start + db.IN_LIST_MAX])
-        found = await db.fetch_all(
+    found: set[int] = set()
+    for listed, values in db.in_lists("booking", booking_ids):
+        rows = await db.fetch_all(
             conn, f"SELECT bookingId FROM cancelled_bookings WHERE bookingId IN {listed}", values
         )
-        if found:
-            listed, values = db.in_list("booking", [row["bookingId"] for row in found])
-            await db.run(
-                conn,
-                "UPDATE tickets SET status = :cancelled, updatedAt = :now"
-                f" WHERE bookingId IN {listed} AND status = :pending",
-                {**values, "cancelled": CANCELLED, "pending": PENDING, "now": db.utcnow()},
-            )
+        found.update(row["bookingId"] for row in rows)
+    for listed, values in db.in_lists("booking", sorted(found)):
+        await db.run(
+            conn, _CANCEL_PENDING.format(listed=listed), {**values, **_cancelled(db.utcnow())}
+        )
+    for row in written:
+        if row["bookingId"] in found and row["status"] == PENDING:
+            row["status"] = CANCELLED
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -213,6 +234,13 @@ _CLAIMABLE = (
     " AND (claimToken IS NULL OR claimedUntil < :now)"
 )
 """PENDING, due, and claimed by nobody (or by a run whose claim has expired)."""
+
+_NOT_CANCELLED = (
+    "NOT EXISTS (SELECT 1 FROM cancelled_bookings c WHERE c.bookingId = tickets.bookingId)"
+)
+"""Not a ticket of a booking recorded cancelled (one just written, not yet checked). In the
+UPDATE only: there MariaDB looks each up by key, where in the SELECT it would read the whole
+table of records first."""
 
 _TIMES = ("notificationTime", "nextAttemptAt", "claimedUntil", "createdAt", "updatedAt")
 
@@ -229,6 +257,7 @@ async def claim_due(
     by their ids and the run's own token: by the ids so that the primary key finds them, as
     there is no index on the token and the table keeps every ticket ever sent; on MySQL in
     the same trip as the UPDATE. Plain SQL: under load this runs for every few bookings.
+    The UPDATE leaves out tickets of bookings recorded cancelled (`cancel_booking_tickets`).
     """
     values = {"pending": PENDING, "now": now, "limit": limit}
     async with database.connection() as conn:
@@ -244,7 +273,7 @@ async def claim_due(
         _, claimed = await db.run_then_fetch(
             conn,
             "UPDATE tickets SET claimToken = :token, claimedUntil = :until"
-            f" WHERE id IN {listed} AND {_CLAIMABLE}",
+            f" WHERE id IN {listed} AND {_CLAIMABLE} AND {_NOT_CANCELLED}",
             f"SELECT * FROM tickets WHERE id IN {listed} AND claimToken = :token",
             claim, _TIMES,
         )
