@@ -371,6 +371,24 @@ async def test_rabbitmq_unreachable_at_start(caplog: pytest.LogCaptureFixture) -
 
 
 @pytest.mark.amqp
+async def test_a_stop_at_any_moment_of_connecting_to_rabbitmq_ends(amqp_url: str) -> None:
+    """aio-pika can swallow a cancel that lands while it opens the channel: the broker's
+    task then waited for a connection loss that never came, and the stop with it. Stops
+    0 to 100 ms after the start cover the whole connection and its set-up."""
+    exchange = f"test-stop-{uuid.uuid4().hex[:8]}"
+    try:
+        for step in range(50):
+            broker = RabbitBroker(amqp_url, exchange=exchange)
+            await broker.start()
+            await broker.declare(exchange, KEY)  # set up, as a service's broker is
+            await asyncio.sleep(step * 0.002)
+            with anyio.fail_after(15):
+                await broker.close()
+    finally:
+        await delete_topology(amqp_url, exchange, [exchange])
+
+
+@pytest.mark.amqp
 async def test_rabbitmq_messages_are_persistent_json(amqp_url: str) -> None:
     backend = RabbitBackend(amqp_url)
     try:

@@ -83,9 +83,14 @@ class RabbitBroker:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        task.cancel()
+        while not (await asyncio.wait({task}, timeout=self.timeout))[0]:
+            # A cancel can be lost inside aio-pika (see _session): never wait for ever.
+            logger.warning("broker: still stopping after %.1f s; cancelling again", self.timeout)
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, return_exceptions=True)
 
     @property
     def connected(self) -> bool:
@@ -173,6 +178,11 @@ class RabbitBroker:
         connection = await aio_pika.connect(self.url, timeout=self.timeout)
         try:
             lost = await self._open(connection)
+            if asyncio.current_task().cancelling():
+                # A stop that lands while aio-pika opens the channel can be swallowed on the
+                # way (the channel is closed, the open carries on): waiting on `lost` then
+                # never ends, nor did the runtime's stop.
+                raise asyncio.CancelledError
             logger.info("broker: connected to %s, exchange %r", self._where, self.exchange)
             reason = await lost
             logger.warning(
