@@ -35,9 +35,9 @@ async def delete_done(
     `below_every_id` is less than any key: 0 for positive integers, "" for text (MySQL
     would compare text with 0 as a number).
 
-    Each round finds the ids of the `batch` oldest such rows with a plain SELECT, which
-    locks nothing, then deletes those rows by id, `done` checked again. Deleting a range of
-    ids instead locked, on InnoDB, every row and gap of the range, kept rows included, and
+    Each round finds the keys of the `batch` oldest such rows with a plain SELECT, which
+    locks nothing, then deletes those rows by key, `done` checked again. Deleting a range of
+    keys instead locked, on InnoDB, every row and gap of the range, kept rows included, and
     the rows of other tables that `done` reads: a booking recording its reservation under
     a key that fell in the range deadlocked with the prune (1213), about one in fifty of the
     seat changes made while it ran. The SELECT walks the primary key from where the last

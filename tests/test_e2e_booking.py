@@ -112,11 +112,12 @@ def own_topology(request: pytest.FixtureRequest, amqp_url: str) -> dict[str, str
             "AIRBOURNE_BROKER_NOTIFICATION_QUEUE": queue}
 
 
-def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(
+@contextlib.contextmanager
+def production_parts(
     tmp_path: Path, mysql_url: str, amqp_url: str, request: pytest.FixtureRequest
-) -> None:
-    """Production parts: MariaDB, RabbitMQ (its own exchange and queue) and a real SMTP
-    server receive a booking made through the gateway and deliver its email."""
+) -> Iterator[tuple[Airbourne, MailServer]]:
+    """`airbourne serve --services all` on MariaDB, RabbitMQ (an exchange and queue of the
+    test's own) and a real SMTP server, and that server."""
     with MailServer() as smtp:
         env = {
             "AIRBOURNE_DATABASE_URL": mysql_url,
@@ -125,20 +126,29 @@ def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(
             "AIRBOURNE_MAIL_SMTP_PORT": str(smtp.port),
         }
         with Airbourne(tmp_path / "data", services="all", env=env).start(expect=5) as server:
-            grace = sign_in(server.url("auth"), "grace@example.com")
-            trip = flight(server.url("flights"), capacity=10)
-            answer = book(server.url("gateway"), grace, trip["id"], 3)
-            assert answer.status_code == 200, answer.text
+            yield server, smtp
 
-            def delivered():
-                """the confirmation email reached the SMTP server"""
-                return smtp.received
 
-            received = wait_for(delivered, seconds=20)
-            assert received[0].recipients == ["grace@example.com"]
-            assert trip["flightNumber"] in received[0].message["Subject"]
-            assert "15000" in received[0].body
-            assert server.stop() == 0
+def test_mariadb_rabbitmq_and_smtp_deliver_the_confirmation(
+    tmp_path: Path, mysql_url: str, amqp_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Production parts: MariaDB, RabbitMQ (its own exchange and queue) and a real SMTP
+    server receive a booking made through the gateway and deliver its email."""
+    with production_parts(tmp_path, mysql_url, amqp_url, request) as (server, smtp):
+        grace = sign_in(server.url("auth"), "grace@example.com")
+        trip = flight(server.url("flights"), capacity=10)
+        answer = book(server.url("gateway"), grace, trip["id"], 3)
+        assert answer.status_code == 200, answer.text
+
+        def delivered():
+            """the confirmation email reached the SMTP server"""
+            return smtp.received
+
+        received = wait_for(delivered, seconds=20)
+        assert received[0].recipients == ["grace@example.com"]
+        assert trip["flightNumber"] in received[0].message["Subject"]
+        assert "15000" in received[0].body
+        assert server.stop() == 0
 
 
 def test_a_cancelled_booking_gets_its_notice_and_no_departure_reminder(
@@ -146,39 +156,32 @@ def test_a_cancelled_booking_gets_its_notice_and_no_departure_reminder(
 ) -> None:
     """Production parts: a booking cancelled through the gateway has its departure reminder
     cancelled in the reminder service, and its cancellation notice reaches SMTP."""
-    with MailServer() as smtp:
-        env = {
-            "AIRBOURNE_DATABASE_URL": mysql_url,
-            **own_topology(request, amqp_url),
-            "AIRBOURNE_MAIL_TRANSPORT": "smtp",
-            "AIRBOURNE_MAIL_SMTP_PORT": str(smtp.port),
-        }
-        with Airbourne(tmp_path / "data", services="all", env=env).start(expect=5) as server:
-            gateway = server.url("gateway")
-            ada = sign_in(server.url("auth"), "ada@example.com")
-            token = {"x-access-token": ada["token"]}
-            trip = flight(server.url("flights"), capacity=10)  # departs in 2030: a reminder
-            booking = post(f"{gateway}/bookingservice/api/v1/bookings", {
-                "flightId": trip["id"], "userId": ada["id"], "NoOfSeats": 2}, 200, headers=token)
-            post(f"{gateway}/bookingservice/api/v1/bookings/{booking['id']}/cancel", {}, 200,
-                 headers=token)
+    with production_parts(tmp_path, mysql_url, amqp_url, request) as (server, smtp):
+        gateway = server.url("gateway")
+        ada = sign_in(server.url("auth"), "ada@example.com")
+        token = {"x-access-token": ada["token"]}
+        trip = flight(server.url("flights"), capacity=10)  # departs in 2030: a reminder
+        booking = post(f"{gateway}/bookingservice/api/v1/bookings", {
+            "flightId": trip["id"], "userId": ada["id"], "NoOfSeats": 2}, 200, headers=token)
+        post(f"{gateway}/bookingservice/api/v1/bookings/{booking['id']}/cancel", {}, 200,
+             headers=token)
 
-            def notice():
-                """the cancellation notice reached the SMTP server"""
-                subject = f"Booking {booking['id']} cancelled"
-                return [r for r in smtp.received if r.message["Subject"] == subject]
+        def notice():
+            """the cancellation notice reached the SMTP server"""
+            subject = f"Booking {booking['id']} cancelled"
+            return [r for r in smtp.received if r.message["Subject"] == subject]
 
-            def reminder_cancelled():
-                """the booking's departure reminder is CANCELLED"""
-                tickets = httpx.get(f"{gateway}/reminder/api/v1/tickets", headers=token,
-                                    timeout=10).json()["data"]
-                return [t for t in tickets if t["subject"].startswith("Reminder:")
-                        and f"Booking {booking['id']}," in t["content"]
-                        and t["status"] == "CANCELLED"]
+        def reminder_cancelled():
+            """the booking's departure reminder is CANCELLED"""
+            tickets = httpx.get(f"{gateway}/reminder/api/v1/tickets", headers=token,
+                                timeout=10).json()["data"]
+            return [t for t in tickets if t["subject"].startswith("Reminder:")
+                    and f"Booking {booking['id']}," in t["content"]
+                    and t["status"] == "CANCELLED"]
 
-            wait_for(notice, seconds=20)
-            wait_for(reminder_cancelled, seconds=20)
-            assert server.stop() == 0
+        wait_for(notice, seconds=20)
+        wait_for(reminder_cancelled, seconds=20)
+        assert server.stop() == 0
 
 
 def test_a_stop_under_load_loses_no_notification(tmp_path: Path) -> None:
