@@ -8,6 +8,7 @@ so the service's own sending loop (which uses the real time) never touches them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
@@ -259,7 +260,7 @@ async def test_records_of_cancelled_bookings_are_kept_as_long_as_finished_ticket
     await database.execute(
         cancelled_bookings.update().where(cancelled_bookings.c.bookingId != 2)
         .values(cancelledAt=db.utcnow() - timedelta(days=40)))
-    await store.prune_tickets(database, db.utcnow() - timedelta(days=30), batch=1)
+    assert await store.prune_cancelled_bookings(database, db.utcnow() - timedelta(days=30), 1) == 2
     rows = await database.fetch_all("SELECT bookingId FROM cancelled_bookings")
     assert [row[0] for row in rows] == [2]
 
@@ -294,16 +295,23 @@ async def test_deleting_old_tickets_reads_each_row_about_once(tmp_path, mysql_ur
 
 
 async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
-    tmp_path, database_url, smtp
+    tmp_path, database_url, smtp, caplog
 ):
-    from airbourne.services.reminder.schema import tickets
+    from airbourne.services.reminder.schema import cancelled_bookings, tickets
 
     config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_TICKET_KEEP_DAYS="7")
+    eight_days_ago = db.utcnow() - timedelta(days=8)
     async with started(config, [reminder.SERVICE]) as runtime:
+        database = runtime.database("reminder")
         old, recent = await create(runtime, status="SUCCESS"), await create(runtime, status="SUCCESS")
-        await runtime.database("reminder").execute(
-            tickets.update().where(tickets.c.id == old["id"])
-            .values(updatedAt=db.utcnow() - timedelta(days=8)))
+        await database.execute(
+            tickets.update().where(tickets.c.id == old["id"]).values(updatedAt=eight_days_ago))
+        for booking in (8, 9):
+            await store.cancel_booking_tickets(database, booking)
+        await database.execute(cancelled_bookings.update()
+                               .where(cancelled_bookings.c.bookingId == 8)
+                               .values(cancelledAt=eight_days_ago))
+    caplog.set_level(logging.INFO, logger="airbourne.reminder")
     async with started(config, [reminder.SERVICE]) as runtime:
         for _ in range(200):
             if not await read(runtime, old):  # 404: no data
@@ -311,3 +319,11 @@ async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
             await asyncio.sleep(0.02)
         assert not await read(runtime, old)
         assert (await read(runtime, recent))["status"] == "SUCCESS"
+        for _ in range(200):
+            if "deleted 1 records of bookings cancelled" in caplog.text:
+                break
+            await asyncio.sleep(0.02)
+        rows = await runtime.database("reminder").fetch_all(
+            "SELECT bookingId FROM cancelled_bookings")
+        assert [row[0] for row in rows] == [9]
+    assert "deleted 1 records of bookings cancelled more than 7 days" in caplog.text

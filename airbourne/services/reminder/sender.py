@@ -183,6 +183,10 @@ async def prune_periodically(runtime: Runtime) -> None:
     keep = timedelta(days=runtime.config["reminder"]["ticket_keep_days"])
 
     async def delete() -> int:
-        return await store.prune_tickets(database, db.utcnow() - keep)
+        before = db.utcnow() - keep
+        tickets = await store.prune_tickets(database, before)
+        if records := await store.prune_cancelled_bookings(database, before):
+            logger.info("deleted %d records of bookings cancelled more than %s ago", records, keep)
+        return tickets
 
     await retention.every_hour(f"tickets sent or cancelled more than {keep} ago", delete, logger)

@@ -322,14 +322,19 @@ async def mark_failed(
 async def prune_tickets(
     database: Database, finished_before: datetime, batch: int = retention.BATCH
 ) -> int:
-    """Delete the tickets SUCCESS or CANCELLED since before `finished_before`, and the
-    records of bookings cancelled before then; returns how many tickets. PENDING tickets
-    wait for their time and FAILED ones for an operator: both stay."""
+    """Delete the tickets SUCCESS or CANCELLED since before `finished_before`; returns how
+    many. PENDING tickets wait for their time and FAILED ones for an operator: both stay."""
     done = "status IN (:success, :cancelled) AND updatedAt < :before"
     values = {"success": SUCCESS, "cancelled": CANCELLED, "before": finished_before}
-    deleted = await retention.delete_done(database, "tickets", done, values, batch)
-    await retention.delete_done(
-        database, "cancelled_bookings", "cancelledAt < :before", {"before": finished_before},
+    return await retention.delete_done(database, "tickets", done, values, batch)
+
+
+async def prune_cancelled_bookings(
+    database: Database, cancelled_before: datetime, batch: int = retention.BATCH
+) -> int:
+    """Delete the records of bookings cancelled before `cancelled_before`; returns how many.
+    Kept as long as finished tickets: a ticket that comes later than that is not waited for."""
+    return await retention.delete_done(
+        database, "cancelled_bookings", "cancelledAt < :before", {"before": cancelled_before},
         batch, key="bookingId",
     )
-    return deleted
