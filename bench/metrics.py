@@ -10,20 +10,24 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 Values = dict[str, float]
+
+SLOWEST = 10
+"""Slowest requests kept per operation, with their times, to find what made them slow."""
 
 
 class Series:
     """The requests of one operation: the duration (ms) and status of each, and their span."""
 
-    __slots__ = ("durations", "statuses", "first", "last")
+    __slots__ = ("durations", "statuses", "starts", "first", "last")
 
     def __init__(self) -> None:
         self.durations = array("d")
         self.statuses = array("H")
+        self.starts = array("d")
         self.first = math.inf
         self.last = -math.inf
 
@@ -31,6 +35,7 @@ class Series:
         """One request, with `perf_counter()` times; status 0 means no response."""
         self.durations.append((ended - started) * 1000.0)
         self.statuses.append(status)
+        self.starts.append(started)
         if started < self.first:
             self.first = started
         if ended > self.last:
@@ -99,6 +104,22 @@ def summarize(series: Mapping[str, Series], checks: Mapping[str, Check]) -> dict
     return metrics
 
 
+def slowest(
+    series: Mapping[str, Series], count: int = SLOWEST, clock_offset: float = 0.0
+) -> dict[str, list[tuple[float, float]]]:
+    """Per operation, its `count` slowest requests as `(start, ms)`, slowest first; `start`
+    is the `perf_counter()` time plus `clock_offset` (`time.time() - time.perf_counter()`
+    gives wall-clock times, to set beside the server's log or `vmstat -t`)."""
+    found = {}
+    for operation, samples in series.items():
+        order = sorted(range(len(samples)), key=samples.durations.__getitem__, reverse=True)
+        found[operation] = [
+            (samples.starts[index] + clock_offset, samples.durations[index])
+            for index in order[:count]
+        ]
+    return found
+
+
 def _rate(passes: int, count: int) -> Values:
     """k6's Rate metric: the share of true values, with the counts."""
     return {"rate": passes / count, "passes": passes, "fails": count - passes}
@@ -150,6 +171,8 @@ class Summary:
     operations: Sequence[str]
     metrics: Mapping[str, Values]
     outcomes: Sequence[Outcome]
+    slowest: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    """Per operation, its slowest requests as (wall-clock start, ms): see `slowest()`."""
 
     @property
     def passed(self) -> bool:
@@ -160,6 +183,8 @@ class Summary:
             "profile": self.profile, "seconds": self.seconds, "max_vus": self.max_vus,
             "iterations": self.iterations, "metrics": dict(self.metrics),
             "thresholds": [asdict(outcome) for outcome in self.outcomes], "passed": self.passed,
+            "slowest": {name: [list(pair) for pair in pairs]
+                        for name, pairs in self.slowest.items()},
         }
 
 

@@ -34,7 +34,7 @@ try:
 except ImportError:  # no uvloop on Windows
     from asyncio import run
 
-from bench.metrics import Check, Series, Summary, evaluate, render, summarize
+from bench.metrics import Check, Series, Summary, evaluate, render, slowest, summarize
 from bench.profiles import CLOSED_VUS, PROFILES, Profile, closed, named
 
 # The seed's thresholds and checks, as written there.
@@ -255,8 +255,10 @@ async def _finish(profile: Profile, client: Client, iteration: Callable[[], Awai
     iterations = await drive(profile, iteration)
     seconds = time.perf_counter() - started
     metrics = summarize(client.series, checks)
+    wall_clock = time.time() - time.perf_counter()
     return Summary(profile.name, seconds, profile.max_vus, iterations, list(client.series),
-                   metrics, evaluate(thresholds, metrics))
+                   metrics, evaluate(thresholds, metrics),
+                   slowest(client.series, clock_offset=wall_clock))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -70,6 +70,7 @@ async def soak(args: argparse.Namespace) -> dict:
                 **{key: latency[k6] for key, k6 in LATENCY.items()},
                 "memory_start_mb": begin, "memory_end_mb": end,
                 "memory_max_mb": max([begin, end, *during]),
+                "slowest": summary.slowest.get("booking", []),
             })
             print(_line(rounds[-1]), flush=True)
     finally:
@@ -83,8 +84,15 @@ def _line(result: dict) -> str:
         f"{100 * result['failed']:.2f} % failed, booking ms p50 {result['p50']:.1f} "
         f"p95 {result['p95']:.1f} p99 {result['p99']:.1f} max {result['max']:.0f}; "
         f"memory {result['memory_start_mb']:.1f} -> {result['memory_end_mb']:.1f} MB "
-        f"(highest {result['memory_max_mb']:.1f})"
+        f"(highest {result['memory_max_mb']:.1f})\n  slowest bookings: "
+        + ", ".join(f"{ms:.0f} ms at {_clock(start)}" for start, ms in result["slowest"][:5])
     )
+
+
+def _clock(unix_seconds: float) -> str:
+    """A wall-clock time to the tenth of a second, as `vmstat -t` and the server log show."""
+    tenths = round(unix_seconds * 10)
+    return time.strftime("%H:%M:%S", time.localtime(tenths // 10)) + f".{tenths % 10}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is a folder of the repository, not of the installed package
 
-from bench.metrics import Check, Series, evaluate, percentile, summarize, trend  # noqa: E402
+from bench.metrics import (  # noqa: E402
+    Check, Series, evaluate, percentile, slowest, summarize, trend,
+)
 from bench.profiles import PROFILES, Profile, Stage, closed  # noqa: E402
 from bench.scenario import CHECKS, THRESHOLDS, drive, flight_times  # noqa: E402
 from processes import Airbourne  # noqa: E402
@@ -53,6 +55,14 @@ def test_summary_counts_failures_checks_and_rates():
     assert metrics["checks{check:booking_fast}"]["rate"] == 0.5
     assert metrics["checks{check:booking_no_timeout}"]["rate"] == 0.75
     assert metrics["http_req_failed{operation:setup}"]["rate"] == 0.0
+
+
+def test_the_slowest_requests_are_kept_with_their_start():
+    samples = series((5, 200), (300, 200), (20, 0), (250, 201))
+    found = slowest({"booking": samples}, count=3, clock_offset=1000.0)["booking"]
+    assert [start for start, _ in found] == [1001.0, 1003.0, 1002.0]
+    assert [ms for _, ms in found] == pytest.approx([300, 250, 20])
+    assert slowest({"booking": series()}) == {"booking": []}
 
 
 def test_thresholds_are_read_as_k6_writes_them():
@@ -186,6 +196,7 @@ def test_target_mode_drives_the_bare_endpoint(tmp_path):
 
 @pytest.mark.e2e
 def test_soak_runs_rounds_and_samples_the_servers_memory(tmp_path):
+    began = time.time()
     with Airbourne(tmp_path / "data") as server:
         server.start(expect=5)
         result = run_bench(
@@ -202,11 +213,14 @@ def test_soak_runs_rounds_and_samples_the_servers_memory(tmp_path):
         assert 0 < r["p50"] <= r["p95"] <= r["p99"] <= r["max"]
         assert 10 < r["memory_start_mb"] <= r["memory_max_mb"] < 2000
         assert r["memory_end_mb"] <= r["memory_max_mb"]
+        assert r["slowest"][0][1] == r["max"] and len(r["slowest"]) == min(10, r["bookings"])
+        assert all(began < start < time.time() for start, _ in r["slowest"])
     times = [t for t, _ in soak["samples"]]
     assert len(times) >= 4 and times == sorted(times)  # two smoke rounds: over 3 s
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("round 1: ") and lines[1].startswith("round 2: ")
-    assert lines[2].startswith("after the first round: ")
+    assert lines[0].startswith("round 1: ") and lines[2].startswith("round 2: ")
+    assert lines[1].startswith("  slowest bookings: ") and " ms at " in lines[1]
+    assert lines[4].startswith("after the first round: ")
 
 
 def test_soak_refuses_a_process_that_is_not_there():
