@@ -7,6 +7,7 @@ and the figures compare one to one with k6's end-of-test summary.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from array import array
@@ -110,12 +111,11 @@ def slowest(
     """Per operation, its `count` slowest requests as `(start, ms)`, slowest first; `start`
     is the `perf_counter()` time plus `clock_offset` (`time.time() - time.perf_counter()`
     gives wall-clock times, to set beside the server's log or `vmstat -t`)."""
-    found = {}
+    found: dict[str, list[tuple[float, float]]] = {}
     for operation, samples in series.items():
-        order = sorted(range(len(samples)), key=samples.durations.__getitem__, reverse=True)
+        order = heapq.nlargest(count, range(len(samples)), key=samples.durations.__getitem__)
         found[operation] = [
-            (samples.starts[index] + clock_offset, samples.durations[index])
-            for index in order[:count]
+            (samples.starts[index] + clock_offset, samples.durations[index]) for index in order
         ]
     return found
 

@@ -85,12 +85,14 @@ def _line(result: dict) -> str:
         f"p95 {result['p95']:.1f} p99 {result['p99']:.1f} max {result['max']:.0f}; "
         f"memory {result['memory_start_mb']:.1f} -> {result['memory_end_mb']:.1f} MB "
         f"(highest {result['memory_max_mb']:.1f})\n  slowest bookings: "
-        + ", ".join(f"{ms:.0f} ms at {_clock(start)}" for start, ms in result["slowest"][:5])
+        + (", ".join(f"{ms:.0f} ms at {_clock(start)}" for start, ms in result["slowest"][:5])
+           or "none")
     )
 
 
 def _clock(unix_seconds: float) -> str:
-    """A wall-clock time to the tenth of a second, as `vmstat -t` and the server log show."""
+    """A local wall-clock time to the tenth of a second: `vmstat -t` stamps each line with the
+    second its sample ends, the server's log to the millisecond."""
     tenths = round(unix_seconds * 10)
     return time.strftime("%H:%M:%S", time.localtime(tenths // 10)) + f".{tenths % 10}"
 

@@ -214,7 +214,7 @@ def test_soak_runs_rounds_and_samples_the_servers_memory(tmp_path):
         assert 10 < r["memory_start_mb"] <= r["memory_max_mb"] < 2000
         assert r["memory_end_mb"] <= r["memory_max_mb"]
         assert r["slowest"][0][1] == r["max"] and len(r["slowest"]) == min(10, r["bookings"])
-        assert all(began < start < time.time() for start, _ in r["slowest"])
+        assert all(began - 1 < start < time.time() + 1 for start, _ in r["slowest"])
     times = [t for t, _ in soak["samples"]]
     assert len(times) >= 4 and times == sorted(times)  # two smoke rounds: over 3 s
     lines = result.stdout.splitlines()

@@ -260,7 +260,8 @@ async def test_records_of_cancelled_bookings_are_kept_as_long_as_finished_ticket
     await database.execute(
         cancelled_bookings.update().where(cancelled_bookings.c.bookingId != 2)
         .values(cancelledAt=db.utcnow() - timedelta(days=40)))
-    assert await store.prune_cancelled_bookings(database, db.utcnow() - timedelta(days=30), 1) == 2
+    cutoff = db.utcnow() - timedelta(days=30)
+    assert await store.prune_cancelled_bookings(database, cutoff, batch=1) == 2
     rows = await database.fetch_all("SELECT bookingId FROM cancelled_bookings")
     assert [row[0] for row in rows] == [2]
 
@@ -299,6 +300,7 @@ async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
 ):
     from airbourne.services.reminder.schema import cancelled_bookings, tickets
 
+    caplog.set_level(logging.INFO, logger="airbourne.reminder")
     config = settings(tmp_path, database_url, smtp, AIRBOURNE_REMINDER_TICKET_KEEP_DAYS="7")
     eight_days_ago = db.utcnow() - timedelta(days=8)
     async with started(config, [reminder.SERVICE]) as runtime:
@@ -311,7 +313,6 @@ async def test_the_reminder_deletes_old_finished_tickets_when_it_starts(
         await database.execute(cancelled_bookings.update()
                                .where(cancelled_bookings.c.bookingId == 8)
                                .values(cancelledAt=eight_days_ago))
-    caplog.set_level(logging.INFO, logger="airbourne.reminder")
     async with started(config, [reminder.SERVICE]) as runtime:
         for _ in range(200):
             if not await read(runtime, old):  # 404: no data
