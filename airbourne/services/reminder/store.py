@@ -101,15 +101,21 @@ async def _insert(database: Database, rows: Sequence[dict[str, Any]]) -> None:
 
 async def _taken(database: Database, message_ids: Sequence[str | None]) -> set[str]:
     """Which of `message_ids` tickets have already been made from."""
-    wanted = sorted({message_id for message_id in message_ids if message_id is not None})
-    taken: set[str] = set()
     async with database.connection() as conn:
-        for listed, values in db.in_lists("message", wanted):
-            rows = await db.fetch_all(
-                conn, f"SELECT messageId FROM tickets WHERE messageId IN {listed}", values
-            )
-            taken.update(row["messageId"] for row in rows)
-    return taken
+        return await _present(conn, "tickets", "messageId", message_ids)
+
+
+async def _present(conn: Connection, table: str, column: str, values: Sequence[Any]) -> set[Any]:
+    """Which of `values` (None left out) some row of `table` holds in `column`: one SELECT
+    per `db.IN_LIST_MAX` of them, by the column's index."""
+    wanted = sorted({value for value in values if value is not None})
+    present: set[Any] = set()
+    for listed, named in db.in_lists("value", wanted):
+        rows = await db.fetch_all(
+            conn, f"SELECT {column} FROM {table} WHERE {column} IN {listed}", named
+        )
+        present.update(row[column] for row in rows)
+    return present
 
 
 async def _check_taken(database: Database, rows: Sequence[dict[str, Any]]) -> None:
@@ -209,14 +215,8 @@ async def _cancel_if_booking_cancelled(
     """Cancel the tickets just `written` whose booking was cancelled before (see
     `cancel_booking_tickets`), and say so in `written`. Usually none was: one read of the
     records by their key, which locks nothing, and an UPDATE only for the bookings found."""
-    booking_ids = sorted({row["bookingId"] for row in written
-                          if row["bookingId"] is not None and row["status"] == PENDING})
-    found: set[int] = set()
-    for listed, values in db.in_lists("booking", booking_ids):
-        rows = await db.fetch_all(
-            conn, f"SELECT bookingId FROM cancelled_bookings WHERE bookingId IN {listed}", values
-        )
-        found.update(row["bookingId"] for row in rows)
+    pending = [row["bookingId"] for row in written if row["status"] == PENDING]
+    found = await _present(conn, "cancelled_bookings", "bookingId", pending)
     for listed, values in db.in_lists("booking", sorted(found)):
         await db.run(
             conn, _CANCEL_PENDING.format(listed=listed), {**values, **_cancelled(db.utcnow())}
